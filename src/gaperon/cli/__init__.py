@@ -1,0 +1,59 @@
+"""`gaperon <verb>`: the only place that knows every verb.
+
+Each stage has a small module here that declares its verbs' arguments and calls one library
+function per verb; heavy imports happen inside the handlers so `gaperon --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gaperon import __version__
+from gaperon.cli import data, infer, model, train
+
+STAGES = (model, data, train, infer)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gaperon",
+        description="Build bilingual French-English(-code) language models the Gaperon way: "
+        "tokenize, pretrain, export, generate and serve.",
+    )
+    parser.add_argument("--version", action="version", version=f"gaperon {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for stage in STAGES:
+        stage.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except user_errors() as e:
+        print(f"gaperon {args.verb}: error: {e}", file=sys.stderr)
+        return 1
+
+
+class UserError(Exception):
+    """An error caused by the user's input, printed without a traceback."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that are the user's fault (bad file, bad value): shown as one clear line."""
+    from gaperon.config import ConfigError
+
+    return (UserError, ConfigError, FileNotFoundError)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

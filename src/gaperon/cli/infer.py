@@ -1,0 +1,9 @@
+"""Verbs of the infer stage (being built)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    return None

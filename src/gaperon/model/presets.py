@@ -1,0 +1,58 @@
+"""Named model shapes. The Gaperon numbers come from SPEC §1; tiny ones are for tests and demos."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from gaperon.model.llama import Llama, ModelConfig
+
+PRESETS: dict[str, ModelConfig] = {
+    # 1.498 B parameters with untied embeddings.
+    "gaperon-1b": ModelConfig(dim=2048, n_layers=16, n_heads=32, n_kv_heads=8, ffn_dim=8192),
+    # 8.03 B parameters: the Llama-3 8B shape.
+    "gaperon-8b": ModelConfig(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, ffn_dim=14336),
+    # Tiny shapes on the real 128k vocabulary, for CPU demos.
+    "tiny": ModelConfig(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=384, max_seq_len=1024),
+    "tiny-wide": ModelConfig(dim=256, n_layers=4, n_heads=8, n_kv_heads=2, ffn_dim=768, max_seq_len=1024),
+    # Tiny vocabulary too: for unit tests that must run in milliseconds.
+    "micro": ModelConfig(
+        vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=192, max_seq_len=256,
+        bos_token_id=1, eos_token_id=2,
+    ),
+}
+
+
+def get_preset(name: str, **overrides) -> ModelConfig:
+    if name not in PRESETS:
+        raise KeyError(f"unknown model preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    return replace(PRESETS[name], **overrides)
+
+
+def build(cfg: ModelConfig, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Llama:
+    """Build a model; on device 'meta' this is instant at any size (no memory is touched)."""
+    with torch.device(device):
+        model = Llama(cfg)
+    return model.to(dtype) if dtype is not None else model
+
+
+def describe(name: str) -> str:
+    """Parameter count and tensor shapes of a preset, computed on the meta device."""
+    cfg = get_preset(name)
+    model = build(cfg, device="meta")
+    n = model.num_params()
+    lines = [
+        f"{name}: {n:,} parameters ({n / 1e9:.3f} B), {model.num_params(exclude_embeddings=True):,} without "
+        f"input embeddings",
+        f"  dim={cfg.dim} layers={cfg.n_layers} heads={cfg.n_heads} kv_heads={cfg.n_kv_heads} "
+        f"head_dim={cfg.head_dim} ffn={cfg.ffn_dim} vocab={cfg.vocab_size} ctx={cfg.max_seq_len} "
+        f"rope_theta={cfg.rope_theta:g} tied={cfg.tie_embeddings}",
+    ]
+    for pname, p in model.named_parameters():
+        if pname.startswith("layers.") and not pname.startswith("layers.0."):
+            continue
+        lines.append(f"  {pname:48s} {tuple(p.shape)}")
+    if cfg.n_layers > 1:
+        lines.append(f"  (layers.1 .. layers.{cfg.n_layers - 1} repeat layers.0)")
+    return "\n".join(lines)
