@@ -1,0 +1,101 @@
+"""Phases: a named data mixture (sources with weights), a sequence length, a token budget and a seed.
+
+Gaperon trains through successive phases (Naive, Drop-in-the-ocean, High-Quality, White Pepper,
+Black Pepper, Garlic); each phase change reloads the previous checkpoint with a new mix and a new
+data seed. A phase is a small YAML file (see recipes/mixtures/); weights are relative shares and
+are normalised here, so the table's percentages can be pasted as they are.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gaperon.config import ConfigError, from_dict, load_yaml
+
+_SUFFIX = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
+
+
+@dataclass
+class SourceSpec:
+    """One token folder (built by `gaperon tokenize`) and its share of the phase's sampled tokens."""
+
+    name: str
+    path: Path
+    weight: float
+
+
+@dataclass
+class Phase:
+    name: str
+    sources: list[SourceSpec]
+    seq_len: int
+    tokens: int  # the phase's budget of trained tokens ("3T", "100B" and 1e12 are accepted in YAML)
+    seed: int = 0
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (provenance, version)
+
+    @property
+    def weights(self) -> list[float]:
+        """Normalised weights, in source order (they sum to 1)."""
+        total = sum(s.weight for s in self.sources)
+        return [s.weight / total for s in self.sources]
+
+
+def parse_tokens(value: Any, where: str) -> Any:
+    """'3T' -> 3e12, '100B' -> 1e11, '2.5M' -> 2.5e6; anything else passes through unchanged."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmbgtKMBGT]?)\s*", value.replace("_", ""))
+        if not m:
+            raise ConfigError(f"{where}: expected a token count like 1000000, 1e9, 100B or 3T, got {value!r}")
+        n = float(m.group(1)) * _SUFFIX.get(m.group(2).lower(), 1)
+        return int(round(n))
+    return value
+
+
+def load_phase(source: str | Path | dict, where: str | None = None, *, check_paths: bool = True) -> Phase:
+    """A Phase from a YAML file or a dict; every bad value raises ConfigError naming file and field.
+
+    Relative source paths are taken relative to the current directory (the repo root for recipes).
+    `check_paths=False` skips the existence check (to inspect a recipe before its data exists).
+    """
+    if isinstance(source, dict):
+        data, where = dict(source), where or "phase"
+    else:
+        data, where = load_yaml(source), where or str(source)
+    if "tokens" in data:
+        data["tokens"] = parse_tokens(data["tokens"], f"{where}.tokens")
+    phase = from_dict(Phase, data, where)
+    validate_phase(phase, where, check_paths=check_paths)
+    return phase
+
+
+def validate_phase(phase: Phase, where: str = "phase", *, check_paths: bool = True) -> None:
+    if not phase.name:
+        raise ConfigError(f"{where}.name: must not be empty")
+    if phase.seq_len <= 0:
+        raise ConfigError(f"{where}.seq_len: must be > 0, got {phase.seq_len}")
+    if phase.tokens <= 0:
+        raise ConfigError(f"{where}.tokens: must be > 0, got {phase.tokens}")
+    if phase.seed < 0:
+        raise ConfigError(f"{where}.seed: must be >= 0, got {phase.seed}")
+    if not phase.sources:
+        raise ConfigError(f"{where}.sources: must list at least one source")
+    seen: set[str] = set()
+    for i, s in enumerate(phase.sources):
+        at = f"{where}.sources[{i}]"
+        if not s.name:
+            raise ConfigError(f"{at}.name: must not be empty")
+        if s.name in seen:
+            raise ConfigError(f"{at}.name: {s.name!r} appears twice")
+        seen.add(s.name)
+        if not math.isfinite(s.weight) or s.weight < 0:
+            raise ConfigError(f"{at}.weight: must be a finite number >= 0, got {s.weight}")
+        if check_paths and s.weight > 0 and not s.path.exists():
+            raise ConfigError(f"{at}.path: {s.path} does not exist (tokenize the source into it first: "
+                              f"gaperon tokenize INPUT... --out {s.path})")
+    if sum(s.weight for s in phase.sources) <= 0:
+        raise ConfigError(f"{where}.sources: weights must sum to > 0")

@@ -1,0 +1,296 @@
+"""Stream documents out of jsonl (plain, .gz, .zst), parquet and folders of .txt files.
+
+Real corpora are dirty: a crawl dump has broken lines, wrong encodings and empty records. Rather
+than dying on line 3,412,001 or silently dropping data, every skipped record is counted per reason
+and the first offending `file:line` is kept, so the tokenize manifest says exactly what was lost.
+Files are read line by line (or parquet batch by batch): memory never grows with file size.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+import io
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz",
+                  ".jsonl.zst", ".ndjson.zst", ".json.zst")
+PARQUET_SUFFIXES = (".parquet",)
+TEXT_SUFFIXES = (".txt",)
+DEFAULT_MAX_CHARS = 10_000_000
+
+RepeatFn = Callable[[dict], int]
+
+
+class DataError(ValueError):
+    """Bad data input (a file that yields nothing, a corrupt archive, a mismatching tokenizer)."""
+
+
+@dataclass
+class ReaderReport:
+    """What the readers kept and what they dropped, and where they first saw each problem."""
+
+    documents: int = 0
+    files: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    first: dict[str, str] = field(default_factory=dict)
+    truncated: int = 0
+    first_truncated: str = ""
+
+    def skip(self, reason: str, where: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        self.first.setdefault(reason, where)
+
+    def truncate(self, where: str) -> None:
+        self.truncated += 1
+        if not self.first_truncated:
+            self.first_truncated = where
+
+    def summary(self) -> str:
+        parts = [f"{n} {reason} (first at {self.first[reason]})" for reason, n in sorted(self.skipped.items())]
+        if self.truncated:
+            parts.append(f"{self.truncated} truncated (first at {self.first_truncated})")
+        return ", ".join(parts) or "nothing skipped"
+
+    def to_dict(self) -> dict:
+        return {
+            "documents": self.documents, "files": self.files,
+            "skipped": dict(sorted(self.skipped.items())), "first": dict(sorted(self.first.items())),
+            "truncated": self.truncated, "first_truncated": self.first_truncated,
+        }
+
+
+def load_repeat_fn(spec: str) -> RepeatFn:
+    """'package.module:function' -> the function (Gapetron's per-dataset repeat-count hook)."""
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise DataError(f"repeat function {spec!r} must look like package.module:function")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise DataError(f"cannot load repeat function {spec!r}: {e}") from None
+    if not callable(fn):
+        raise DataError(f"repeat function {spec!r} is not callable")
+    return fn
+
+
+def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
+    """Files to read, in a deterministic order: folders are walked (sorted) for supported files."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and _kind(f) is not None)
+            if not found:
+                raise DataError(f"{p}: folder holds no .txt, .jsonl[.gz|.zst] or .parquet file")
+            out.extend(found)
+        elif p.is_file():
+            if _kind(p) is None:
+                raise DataError(f"{p}: unsupported file type (want .txt, .jsonl[.gz|.zst], .parquet)")
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    return out
+
+
+def _kind(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if name.endswith(TEXT_SUFFIXES):
+        return "txt"
+    return None
+
+
+@dataclass
+class ReadOptions:
+    text_field: str = "text"
+    repeat_field: str | None = None
+    repeat_fn: RepeatFn | None = None
+    source: str | None = None
+    max_chars: int = DEFAULT_MAX_CHARS
+
+
+def read_documents(
+    paths: Iterable[str | Path], options: ReadOptions | None = None, report: ReaderReport | None = None,
+    *, first_only: bool = False,
+) -> Iterator[dict]:
+    """Yield {"text", "source", "lang", "repeat", "where"} for every usable document, in input order.
+
+    `repeat` is how many times the document is to be emitted (1 unless a repeat field or function
+    says otherwise; 0-repeat documents are dropped). A file yielding no document raises DataError.
+    With `first_only`, stop each file after its first document (a cheap up-front check).
+    """
+    options = options or ReadOptions()
+    report = report if report is not None else ReaderReport()
+    for given in paths:
+        # One .txt file is one document: an empty one is skipped, but a folder must yield something.
+        txt_total, txt_before = 0, dict(report.skipped)
+        files = expand_inputs([given])
+        for path in files:
+            report.files += 1
+            n = 0
+            before = dict(report.skipped)
+            for doc in _read_file(path, options, report):
+                n += 1
+                report.documents += 1
+                yield doc
+                if first_only:
+                    break
+            if _kind(path) == "txt":
+                txt_total += n
+                if first_only and n:
+                    break  # one document proves a folder of .txt files usable
+            elif n == 0:
+                raise DataError(f"{path}: yields no document ({_why(report, before)})")
+        if txt_total == 0 and all(_kind(f) == "txt" for f in files):
+            raise DataError(f"{given}: yields no document ({_why(report, txt_before)})")
+
+
+def _why(report: ReaderReport, before: dict[str, int]) -> str:
+    lost = {k: v - before.get(k, 0) for k, v in report.skipped.items()}
+    return ", ".join(f"{v} {k} (first at {report.first[k]})" for k, v in sorted(lost.items()) if v) or "file is empty"
+
+
+def _read_file(path: Path, options: ReadOptions, report: ReaderReport) -> Iterator[dict]:
+    kind = _kind(path)
+    if kind == "txt":
+        yield from _read_txt(path, options, report)
+    elif kind == "parquet":
+        yield from _read_parquet(path, options, report)
+    else:
+        yield from _read_jsonl(path, options, report)
+
+
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if name.endswith(".zst"):
+        import zstandard
+
+        raw = open(path, "rb")  # noqa: SIM115 - closed with the wrapper
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+    return open(path, "rb")  # noqa: SIM115
+
+
+def _read_jsonl(path: Path, options: ReadOptions, report: ReaderReport) -> Iterator[dict]:
+    try:
+        with _open_binary(path) as f:
+            for lineno, raw in enumerate(f, 1):
+                where = f"{path}:{lineno}"
+                if not raw.strip():
+                    continue
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    report.skip("invalid_utf8", where)
+                    continue
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    report.skip("malformed_json", where)
+                    continue
+                if not isinstance(obj, dict):
+                    report.skip("not_an_object", where)
+                    continue
+                doc = _make_doc(obj, where, path, options, report)
+                if doc is not None:
+                    yield doc
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read compressed/plain stream: {e}") from None
+    except Exception as e:  # zstandard raises its own ZstdError type
+        if type(e).__name__ == "ZstdError":
+            raise DataError(f"{path}: corrupt zstd stream: {e}") from None
+        raise
+
+
+def _read_txt(path: Path, options: ReadOptions, report: ReaderReport) -> Iterator[dict]:
+    where = f"{path}:1"
+    with open(path, "rb") as f:
+        raw = f.read(4 * options.max_chars + 4)  # utf-8 is at most 4 bytes per char
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        # A cut in the middle of a multi-byte char at the read limit is not an encoding error.
+        if len(raw) > 4 * options.max_chars and e.start >= len(raw) - 4:
+            text = raw[: e.start].decode("utf-8")
+        else:
+            report.skip("invalid_utf8", where)
+            return
+    doc = _make_doc({options.text_field: text}, where, path, options, report, default_field=True)
+    if doc is not None:
+        yield doc
+
+
+def _read_parquet(path: Path, options: ReadOptions, report: ReaderReport) -> Iterator[dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:
+        raise DataError(f"{path}: not a readable parquet file: {e}") from None
+    names = set(pf.schema_arrow.names)
+    wanted = {f.split(".")[0] for f in (options.text_field, options.repeat_field, "source", "lang") if f}
+    columns = sorted(wanted & names)
+    row = 0
+    for batch in pf.iter_batches(batch_size=1024, columns=columns or None):
+        records = batch.to_pylist() if columns else [{}] * batch.num_rows
+        for obj in records:
+            row += 1
+            doc = _make_doc(obj, f"{path}:{row}", path, options, report)
+            if doc is not None:
+                yield doc
+
+
+def _get(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def _make_doc(
+    obj: dict, where: str, path: Path, options: ReadOptions, report: ReaderReport, default_field: bool = False
+) -> dict | None:
+    text = _get(obj, options.text_field) if not default_field else obj[options.text_field]
+    if text is None:
+        report.skip("missing_text", where)
+        return None
+    if not isinstance(text, str):
+        report.skip("non_string_text", where)
+        return None
+    if not text.strip():
+        report.skip("empty_text", where)
+        return None
+    if len(text) > options.max_chars:
+        text = text[: options.max_chars]
+        report.truncate(where)
+    source = obj.get("source") if isinstance(obj.get("source"), str) else None
+    lang = obj.get("lang") if isinstance(obj.get("lang"), str) else None
+    doc = {"text": text, "source": options.source or source or path.name.split(".")[0],
+           "lang": lang or "unknown", "repeat": 1, "where": where}
+    repeat: Any = 1
+    if options.repeat_field:
+        repeat = _get(obj, options.repeat_field)
+        if repeat is None:
+            repeat = 1  # documents without the metadata are kept once
+    if options.repeat_fn is not None:
+        repeat = options.repeat_fn({**obj, **doc, "repeat": repeat})  # sees the record and the field's count
+    if isinstance(repeat, float) and math.isfinite(repeat) and repeat.is_integer():
+        repeat = int(repeat)
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 0:
+        report.skip("bad_repeat", where)
+        return None
+    if repeat == 0:
+        report.skip("zero_repeat", where)
+        return None
+    doc["repeat"] = repeat
+    return doc

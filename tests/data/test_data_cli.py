@@ -1,0 +1,53 @@
+"""The CLI verbs: gaperon tokenize, gaperon data stats, gaperon data phase."""
+
+from __future__ import annotations
+
+import pytest
+from data_helpers import make_docs, write_jsonl
+
+from gaperon.cli import main
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    fr = write_jsonl(tmp_path / "fr.jsonl.gz", make_docs(40, "fr") + [{"text": 7}], "gz")
+    en = write_jsonl(tmp_path / "en.jsonl", make_docs(30, "en", seed=2))
+    return fr, en
+
+
+def test_tokenize_then_stats_then_phase(tmp_path, corpus, capsys, llama3):
+    fr, en = corpus
+    assert main(["tokenize", str(fr), "--out", str(tmp_path / "fr"), "--quiet", "--val-fraction", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "val" in out and "llama3" in out and "non_string_text" in out
+    assert main(["tokenize", str(en), "--out", str(tmp_path / "en"), "--quiet", "--workers", "2",
+                 "--source", "english", "--shard-tokens", "2000"]) == 0
+    capsys.readouterr()
+    assert main(["data", "stats", str(tmp_path / "fr"), str(tmp_path / "en")]) == 0
+    out = capsys.readouterr().out
+    lines = [ln.split() for ln in out.splitlines()]
+    assert any(r[:3] == ["fr", "train", "fr"] for r in lines)
+    assert any(r[:3] == ["english", "val", "en"] for r in lines)
+    mix = tmp_path / "mix.yaml"
+    mix.write_text(f"name: demo\nseq_len: 64\ntokens: 100k\nsources:\n"
+                   f"  - {{name: fr, path: {tmp_path / 'fr'}, weight: 1}}\n"
+                   f"  - {{name: en, path: {tmp_path / 'en'}, weight: 3}}\n")
+    assert main(["data", "phase", str(mix), "--global-batch", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "phase demo" in out and "75.00%" in out and "25.00%" in out
+
+
+def test_user_errors_are_one_line_and_exit_1(tmp_path, corpus, capsys):
+    fr, _ = corpus
+    bad = write_jsonl(tmp_path / "bad.jsonl", [b"{nope"])
+    assert main(["tokenize", str(bad), "--out", str(tmp_path / "o"), "--tokenizer", "llama3", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.jsonl: yields no document" in err
+    assert main(["data", "stats", str(tmp_path / "missing")]) == 1
+    assert "no such token folder" in capsys.readouterr().err
+    assert main(["tokenize", str(fr), "--out", str(tmp_path / "o2"), "--val-fraction", "2"]) == 1
+    assert "val-fraction" in capsys.readouterr().err
+    mix = tmp_path / "mix.yaml"
+    mix.write_text("name: demo\nseq_len: 0\ntokens: 10\nsources: [{name: a, path: x, weight: 1}]\n")
+    assert main(["data", "phase", str(mix)]) == 1
+    assert "mix.yaml.seq_len: must be > 0" in capsys.readouterr().err

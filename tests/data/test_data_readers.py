@@ -1,0 +1,149 @@
+"""Readers: every format, every kind of bad record counted with its first file:line."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from data_helpers import make_docs, write_jsonl
+
+from gaperon.data.readers import (
+    DataError,
+    ReaderReport,
+    ReadOptions,
+    expand_inputs,
+    load_repeat_fn,
+    read_documents,
+)
+
+
+@pytest.mark.parametrize("compress", [None, "gz", "zst"])
+def test_jsonl_formats_yield_the_same_documents(tmp_path, compress):
+    docs = make_docs(5)
+    suffix = {None: "", "gz": ".gz", "zst": ".zst"}[compress]
+    path = write_jsonl(tmp_path / f"x.jsonl{suffix}", docs, compress)
+    got = list(read_documents([path]))
+    assert [d["text"] for d in got] == [d["text"] for d in docs]
+    assert {d["lang"] for d in got} == {"fr"} and all(d["repeat"] == 1 for d in got)
+    assert got[2]["where"] == f"{path}:3"
+
+
+def test_every_bad_record_is_counted_with_its_first_location(tmp_path):
+    path = write_jsonl(tmp_path / "bad.jsonl", [
+        {"text": "good one"},
+        b"{not json",
+        b'{"text": "caf\xe9 latin-1"}',
+        {"title": "no text"},
+        {"text": 42},
+        {"text": "   \n"},
+        "[1, 2]",
+        b"{broken again",
+        {"text": "good two", "lang": "en"},
+    ])
+    report = ReaderReport()
+    got = list(read_documents([path], report=report))
+    assert [d["text"] for d in got] == ["good one", "good two"]
+    assert got[1]["lang"] == "en" and got[0]["lang"] == "unknown"
+    assert report.skipped == {"malformed_json": 2, "invalid_utf8": 1, "missing_text": 1,
+                              "non_string_text": 1, "empty_text": 1, "not_an_object": 1}
+    assert report.first["malformed_json"] == f"{path}:2"
+    assert report.first["invalid_utf8"] == f"{path}:3"
+    assert report.first["missing_text"] == f"{path}:4"
+    assert report.first["non_string_text"] == f"{path}:5"
+    assert report.first["empty_text"] == f"{path}:6"
+    assert report.first["not_an_object"] == f"{path}:7"
+    assert report.documents == 2 and report.files == 1
+    assert "malformed_json (first at" in report.summary()
+
+
+def test_huge_documents_are_truncated_and_counted(tmp_path):
+    path = write_jsonl(tmp_path / "big.jsonl", [{"text": "a" * 50}, {"text": "b" * 5}, {"text": "c" * 80}])
+    report = ReaderReport()
+    got = list(read_documents([path], ReadOptions(max_chars=20), report))
+    assert [len(d["text"]) for d in got] == [20, 5, 20]
+    assert report.truncated == 2 and report.first_truncated == f"{path}:1"
+
+
+def test_a_file_yielding_nothing_is_an_error_naming_it(tmp_path):
+    good = write_jsonl(tmp_path / "good.jsonl", [{"text": "fine"}])
+    bad = write_jsonl(tmp_path / "bad.jsonl", [b"{oops", {"text": ""}])
+    with pytest.raises(DataError, match=r"bad\.jsonl: yields no document .*malformed_json.*bad\.jsonl:1"):
+        list(read_documents([good, bad]))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.jsonl: yields no document \(file is empty\)"):
+        list(read_documents([empty]))
+
+
+def test_txt_folders_one_document_per_file_in_sorted_order(tmp_path):
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "b.txt").write_text("deuxième", encoding="utf-8")
+    (tmp_path / "d" / "a.txt").write_text("premier", encoding="utf-8")
+    (tmp_path / "d" / "sub" / "c.txt").write_bytes(b"\xff\xfe broken")
+    (tmp_path / "d" / "notes.md").write_text("ignored")
+    report = ReaderReport()
+    got = list(read_documents([tmp_path / "d"], ReadOptions(source="books"), report))
+    assert [d["text"] for d in got] == ["premier", "deuxième"]
+    assert got[0]["source"] == "books"
+    assert report.skipped == {"invalid_utf8": 1}
+    assert report.first["invalid_utf8"].endswith("c.txt:1")
+
+
+def test_unsupported_and_missing_inputs(tmp_path):
+    (tmp_path / "x.csv").write_text("a,b")
+    with pytest.raises(DataError, match="unsupported file type"):
+        expand_inputs([tmp_path / "x.csv"])
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        expand_inputs([tmp_path / "nope.jsonl"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="folder holds no"):
+        expand_inputs([tmp_path / "empty"])
+
+
+def test_corrupt_compressed_stream_is_an_error_naming_the_file(tmp_path):
+    path = tmp_path / "x.jsonl.gz"
+    path.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(DataError, match=r"x\.jsonl\.gz"):
+        list(read_documents([path]))
+
+
+def test_parquet_with_repeat_column_and_bad_values(tmp_path):
+    table = pa.table({"content": ["un", None, "trois", "quatre"], "dup": [2, 1, -1, None],
+                      "lang": ["fr", "fr", "fr", "fr"]})
+    path = tmp_path / "x.parquet"
+    pq.write_table(table, path)
+    report = ReaderReport()
+    got = list(read_documents([path], ReadOptions(text_field="content", repeat_field="dup"), report))
+    assert [(d["text"], d["repeat"]) for d in got] == [("un", 2), ("quatre", 1)]
+    assert report.skipped == {"missing_text": 1, "bad_repeat": 1}
+    assert report.first["bad_repeat"] == f"{path}:3"
+    with pytest.raises(DataError, match="missing_text"):
+        list(read_documents([path], ReadOptions(text_field="nope")))
+
+
+def test_rehydration_by_nested_field_and_by_function(tmp_path):
+    path = write_jsonl(tmp_path / "x.jsonl", [
+        {"body": {"text": "a"}, "meta": {"dup": 3}},
+        {"body": {"text": "bb"}, "meta": {"dup": 0}},
+        {"body": {"text": "ccc"}, "meta": {}},
+        {"body": {"text": "dddd"}, "meta": {"dup": "many"}},
+    ])
+    report = ReaderReport()
+    got = list(read_documents([path], ReadOptions(text_field="body.text", repeat_field="meta.dup"), report))
+    assert [(d["text"], d["repeat"]) for d in got] == [("a", 3), ("ccc", 1)]
+    assert report.skipped == {"zero_repeat": 1, "bad_repeat": 1}
+    by_len = ReadOptions(text_field="body.text", repeat_fn=lambda d: len(d["text"]))
+    assert [d["repeat"] for d in read_documents([path], by_len)] == [1, 2, 3, 4]
+    doubled = ReadOptions(text_field="body.text", repeat_field="meta.dup", repeat_fn=lambda d: 2 * d["repeat"])
+    report = ReaderReport()
+    assert [d["repeat"] for d in read_documents([path], doubled, report)] == [6, 2]
+    assert report.skipped == {"zero_repeat": 1, "bad_repeat": 1}
+
+
+def test_repeat_function_specs():
+    import operator
+
+    assert load_repeat_fn("operator:length_hint") is operator.length_hint
+    for bad in ("operator", "no.such.module:f", "operator:nope"):
+        with pytest.raises(DataError, match="repeat function"):
+            load_repeat_fn(bad)
