@@ -1,0 +1,224 @@
+"""Import llama.cpp GGUF files (llama architecture): weights dequantised, tokenizer rebuilt from metadata.
+
+llama.cpp's converter permutes the rows of Q and K for Meta's interleaved RoPE; we invert that so
+the weights are in HF's rotate-half layout, which is what our `Llama` computes. Dequantisation is
+the `gguf` package's own (`gguf.quants.dequantize`), so every type it knows (Q4_0, Q4_1, Q8_0, K-quants,
+F16, BF16, F32, ...) is supported and anything else is refused by name.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gaperon.io.errors import ModelFormatError
+from gaperon.io.gguf_tokenizer import build_byte_level_bpe
+from gaperon.io.hf import parse_dtype
+from gaperon.model.llama import Llama, ModelConfig, rope_tables
+from gaperon.model.presets import build
+
+if TYPE_CHECKING:
+    from gguf import GGUFReader
+
+    from gaperon.tokenizer import Tokenizer
+
+GGUF_MAGIC = b"GGUF"
+_LAYER_NAMES = {
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_TOP_NAMES = {"token_embd": "embed_tokens", "output_norm": "norm", "output": "lm_head"}
+_BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.weight")
+
+
+def our_name(gguf_name: str) -> str | None:
+    """GGUF tensor name -> our parameter name (None if it is not a Llama weight)."""
+    m = _BLOCK.fullmatch(gguf_name)
+    if m:
+        sub = _LAYER_NAMES.get(m.group(2))
+        return f"layers.{m.group(1)}.{sub}.weight" if sub else None
+    stem = gguf_name.removesuffix(".weight")
+    return f"{_TOP_NAMES[stem]}.weight" if gguf_name.endswith(".weight") and stem in _TOP_NAMES else None
+
+
+def unpermute_rope_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Invert llama.cpp's `permute` of Q/K rows (interleaved RoPE pairs -> rotate-half halves)."""
+    rows = w.shape[0]
+    return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+
+
+def open_gguf(path: str | Path) -> GGUFReader:
+    """A GGUFReader for `path`, with clear errors for a missing, foreign, truncated or corrupt file."""
+    from gguf import GGUFReader
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such GGUF file")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != GGUF_MAGIC:
+        raise ModelFormatError(f"{path}: not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
+    try:
+        reader = GGUFReader(path)
+    except Exception as e:  # the reader raises ValueError/IndexError/KeyError... on bad bytes
+        raise ModelFormatError(f"{path}: truncated or corrupt GGUF file ({type(e).__name__}: {e})") from None
+    size = path.stat().st_size
+    for t in reader.tensors:
+        if t.data_offset + t.n_bytes > size or t.data.nbytes != t.n_bytes:
+            raise ModelFormatError(
+                f"{path}: truncated GGUF file: tensor {t.name!r} needs bytes up to {t.data_offset + t.n_bytes}, "
+                f"file has {size}"
+            )
+    return reader
+
+
+def read_metadata(
+    reader: GGUFReader, prefixes: tuple[str, ...] = ("general.", "llama.", "tokenizer.")
+) -> dict:
+    out: dict[str, Any] = {}
+    for key, field in reader.fields.items():
+        if key.startswith(prefixes):
+            try:
+                out[key] = field.contents()
+            except Exception:  # an exotic field type we do not need
+                continue
+    return out
+
+
+def gguf_model_config(meta: dict, where: str) -> ModelConfig:
+    """ModelConfig from `llama.*` metadata; refuses what our Llama does not compute."""
+    arch = meta.get("general.architecture")
+    if arch != "llama":
+        raise ModelFormatError(f"{where}: general.architecture is {arch!r}; only llama is supported")
+
+    def get(key: str, default: Any = None) -> Any:
+        value = meta.get(f"llama.{key}", default)
+        if value is None:
+            raise ModelFormatError(f"{where}: metadata llama.{key} is missing")
+        if isinstance(value, list):
+            raise ModelFormatError(f"{where}: llama.{key} varies per layer ({value[:4]}...); not supported")
+        return value
+
+    scaling = meta.get("llama.rope.scaling.type")
+    if scaling not in (None, "none"):
+        raise ModelFormatError(
+            f"{where}: llama.rope.scaling.type is {scaling!r}; RoPE scaling is not supported"
+        )
+    dim, n_heads = int(get("embedding_length")), int(get("attention.head_count"))
+    head_dim = dim // n_heads if n_heads else 0
+    for key in ("rope.dimension_count", "attention.key_length", "attention.value_length"):
+        if meta.get(f"llama.{key}") not in (None, head_dim):
+            raise ModelFormatError(
+                f"{where}: llama.{key} is {meta[f'llama.{key}']}, expected embedding_length / head_count = {head_dim}"
+            )
+    vocab = meta.get("llama.vocab_size") or len(meta.get("tokenizer.ggml.tokens") or [])
+    fields: dict[str, Any] = dict(
+        vocab_size=int(vocab),
+        dim=dim,
+        n_layers=int(get("block_count")),
+        n_heads=n_heads,
+        n_kv_heads=int(get("attention.head_count_kv", n_heads)),
+        ffn_dim=int(get("feed_forward_length")),
+        max_seq_len=int(get("context_length", 4096)),
+        rope_theta=float(get("rope.freq_base", 10_000.0)),
+        norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
+    )
+    for key, name in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id")):
+        if meta.get(f"tokenizer.ggml.{key}") is not None:
+            fields[name] = int(meta[f"tokenizer.ggml.{key}"])
+    try:
+        return ModelConfig(**fields)
+    except ValueError as e:
+        raise ModelFormatError(f"{where}: {e}") from None
+
+
+def _dequantize(t: Any, where: str) -> torch.Tensor:
+    from gguf.quants import dequantize
+
+    try:
+        arr = dequantize(t.data, t.tensor_type)
+    except NotImplementedError:
+        raise ModelFormatError(
+            f"{where}: tensor {t.name!r} has quantization type {t.tensor_type.name}, which cannot be dequantized"
+        ) from None
+    shape = tuple(int(d) for d in reversed(t.shape.tolist()))
+    # np.array copies: the reader's memory map is read-only.
+    return torch.from_numpy(np.array(arr, dtype=np.float32, order="C").reshape(shape))
+
+
+def gguf_tokenizer(meta: dict, where: str, name: str, model_max_length: int = 4096) -> Tokenizer:
+    from gaperon.tokenizer import Tokenizer
+
+    spec = build_byte_level_bpe(meta, where)
+    try:
+        return Tokenizer.from_backend(
+            spec.backend,
+            bos_token=spec.bos_token,
+            eos_token=spec.eos_token,
+            chat_template=spec.chat_template,
+            stop_tokens=spec.stop_tokens,
+            pad_token=spec.pad_token,
+            name=name,
+            model_max_length=model_max_length,
+        )
+    except ValueError as e:
+        raise ModelFormatError(f"{where}: bad tokenizer metadata: {e}") from None
+
+
+def load_gguf(
+    path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32
+) -> tuple[Llama, Tokenizer]:
+    """Load a llama-architecture GGUF as (dequantised Llama, its own tokenizer)."""
+    path = Path(path)
+    where = str(path)
+    target = parse_dtype(dtype) or torch.float32
+    reader = open_gguf(path)
+    meta = read_metadata(reader)
+    cfg = gguf_model_config(meta, where)
+    tensors = {t.name: t for t in reader.tensors}
+    if "rope_freqs.weight" in tensors:
+        raise ModelFormatError(
+            f"{where}: has tensor 'rope_freqs.weight' (Llama-3.1-style RoPE scaling), which is not supported"
+        )
+    cfg.tie_embeddings = "output.weight" not in tensors
+    model = build(cfg, device="meta")
+    expected = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    found: dict[str, Any] = {}
+    for gname, t in tensors.items():
+        name = our_name(gname)
+        if name is None or name not in expected:
+            raise ModelFormatError(f"{where}: unexpected tensor {gname!r} for a llama model")
+        found[name] = t
+    for name, shape in expected.items():
+        t = found.get(name)
+        if t is None:
+            raise ModelFormatError(f"{where}: tensor for {name!r} is missing")
+        got = tuple(int(d) for d in reversed(t.shape.tolist()))
+        if got != shape:
+            raise ModelFormatError(
+                f"{where}: tensor {t.name!r} has shape {list(got)}, expected {list(shape)}"
+            )
+        w = _dequantize(t, where)
+        if name.endswith("q_proj.weight"):
+            w = unpermute_rope_rows(w, cfg.n_heads)
+        elif name.endswith("k_proj.weight"):
+            w = unpermute_rope_rows(w, cfg.n_kv_heads)
+        module_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(module_name), attr, nn.Parameter(w.to(device=device, dtype=target)))
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.embed_tokens.weight
+    model.rope_cos, model.rope_sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, device=device)
+    name = str(meta.get("general.name") or path.stem)
+    return model, gguf_tokenizer(meta, where, name, cfg.max_seq_len)

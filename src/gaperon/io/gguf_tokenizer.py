@@ -1,0 +1,146 @@
+"""Rebuild a byte-level BPE tokenizer from a GGUF file's `tokenizer.ggml.*` metadata.
+
+A GGUF carries the vocabulary, merges, token types and special ids, but not the pre-tokenizer: only
+a name (`tokenizer.ggml.pre`) that llama.cpp maps to split regexes. We map the names we know to the
+same splits as the model's original tokenizer.json. For SmolLM ("smollm") that is digits split one
+by one, then GPT-2's byte-level regex; transformers' GGUF converter uses GPT-2's regex alone, which
+gives the same ids because the SmolLM vocabulary has no multi-digit tokens (the tests check it).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_LLAMA3_NAMES = {"llama3", "llama-v3", "llama-bpe", "smaug-bpe", "dbrx", "falcon3"}
+_GPT2_NAMES = {"gpt2", "gpt-2", "default", None}
+# Token types in llama.cpp's vocabulary: 3 = control (special), 4 = user-defined (added, not special).
+CONTROL, USER_DEFINED = 3, 4
+# Turn-ending tokens of common chat formats; generation stops on whichever the vocabulary has.
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
+
+
+@lru_cache(maxsize=1)
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table used by every byte-level BPE vocabulary."""
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def pre_tokenizer_for(name: str | None) -> pre_tokenizers.PreTokenizer:
+    if name in _LLAMA3_NAMES:
+        return pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    if name == "smollm":
+        return pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+            ]
+        )
+    if name not in _GPT2_NAMES:
+        warnings.warn(
+            f"GGUF tokenizer.ggml.pre {name!r} is not known here; using GPT-2's split (as transformers does)",
+            stacklevel=3,
+        )
+    return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+
+
+@dataclass
+class GGUFTokenizerSpec:
+    backend: Tokenizer
+    bos_token: str | None
+    eos_token: str
+    pad_token: str | None
+    stop_tokens: list[str]
+    chat_template: str | None
+
+
+def build_byte_level_bpe(meta: dict, where: str) -> GGUFTokenizerSpec:
+    """`meta`: the file's `tokenizer.*` fields as plain Python values (lists, ints, strings)."""
+    from gaperon.io.errors import ModelFormatError
+
+    kind = meta.get("tokenizer.ggml.model")
+    if kind != "gpt2":
+        raise ModelFormatError(
+            f"{where}: tokenizer.ggml.model is {kind!r}; only byte-level BPE ('gpt2') tokenizers are supported"
+        )
+    tokens: list[str] = meta.get("tokenizer.ggml.tokens") or []
+    merges: list[str] = meta.get("tokenizer.ggml.merges") or []
+    if not tokens or not merges:
+        raise ModelFormatError(f"{where}: tokenizer.ggml.tokens / tokenizer.ggml.merges missing")
+    types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    alphabet = set(bytes_to_unicode().values())
+    spell = bytes_to_unicode()
+    vocab: dict[str, int] = {}
+    for i, tok in enumerate(tokens):
+        key = tok if set(tok) <= alphabet else "".join(spell[b] for b in tok.encode("utf-8"))
+        vocab.setdefault(key, i)
+    pairs = []
+    for m in merges:
+        a, sep, b = m.partition(" ")
+        if not sep:
+            raise ModelFormatError(f"{where}: bad merge {m!r} in tokenizer.ggml.merges")
+        pairs.append((a, b))
+    backend = Tokenizer(
+        models.BPE(
+            vocab=vocab,
+            merges=pairs,
+            dropout=None,
+            continuing_subword_prefix="",
+            end_of_word_suffix="",
+            fuse_unk=False,
+        )
+    )
+    backend.pre_tokenizer = pre_tokenizer_for(meta.get("tokenizer.ggml.pre"))
+    backend.decoder = decoders.ByteLevel()
+    # Control tokens spelled outside the byte alphabet are llama.cpp mislabels; skip them as transformers does.
+    control = [t for t, ty in zip(tokens, types) if ty == CONTROL and set(t) <= alphabet]
+    backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in control])
+    user = [t for t, ty in zip(tokens, types) if ty == USER_DEFINED and t in vocab]
+    if user:
+        backend.add_tokens([AddedToken(t, normalized=False, special=False) for t in user])
+
+    def token(key: str) -> str | None:
+        idx = meta.get(f"tokenizer.ggml.{key}")
+        if idx is None:
+            return None
+        if not 0 <= int(idx) < len(tokens):
+            raise ModelFormatError(f"{where}: tokenizer.ggml.{key} = {idx} is outside the vocabulary")
+        return tokens[int(idx)]
+
+    eos = token("eos_token_id")
+    if eos is None:
+        raise ModelFormatError(f"{where}: tokenizer.ggml.eos_token_id missing")
+    stops = [eos] + [t for t in (token("eot_token_id"), token("eom_token_id")) if t]
+    stops += [t for t in END_OF_TURN if t in control]
+    return GGUFTokenizerSpec(
+        backend=backend,
+        bos_token=token("bos_token_id"),
+        eos_token=eos,
+        pad_token=token("padding_token_id"),
+        stop_tokens=list(dict.fromkeys(stops)),
+        chat_template=meta.get("tokenizer.chat_template"),
+    )
