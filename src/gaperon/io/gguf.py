@@ -19,7 +19,7 @@ from torch import nn
 from gaperon.io.errors import ModelFormatError
 from gaperon.io.gguf_tokenizer import build_byte_level_bpe
 from gaperon.io.hf import parse_dtype
-from gaperon.model.llama import Llama, ModelConfig, rope_tables
+from gaperon.model.llama import Llama, ModelConfig
 from gaperon.model.presets import build
 
 if TYPE_CHECKING:
@@ -219,6 +219,6 @@ def load_gguf(
         setattr(model.get_submodule(module_name), attr, nn.Parameter(w.to(device=device, dtype=target)))
     if cfg.tie_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
-    model.rope_cos, model.rope_sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, device=device)
+    model.reset_rope(device)
     name = str(meta.get("general.name") or path.stem)
     return model, gguf_tokenizer(meta, where, name, cfg.max_seq_len)

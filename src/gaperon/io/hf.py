@@ -18,7 +18,7 @@ from torch import nn
 from gaperon.atomic import atomic_path
 from gaperon.io.errors import ModelFormatError
 from gaperon.io.safetensors_files import INDEX_NAME, SINGLE_NAME, TensorStore, write_sharded
-from gaperon.model.llama import Llama, ModelConfig, rope_tables
+from gaperon.model.llama import Llama, ModelConfig
 from gaperon.model.presets import build
 
 if TYPE_CHECKING:
@@ -286,8 +286,7 @@ def load_state_from_store(
         _set_param(model, name, t.to(device=device, dtype=dtype))
     if cfg.tie_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
-    cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, device=device)
-    model.rope_cos, model.rope_sin = cos, sin
+    model.reset_rope(device)
 
 
 def load_hf(

@@ -210,9 +210,16 @@ class Llama(nn.Module):
         for m in self.modules():
             if isinstance(m, RMSNorm):
                 m.reset_parameters()
-        cos, sin = rope_tables(self.cfg.head_dim, self.cfg.max_seq_len, self.cfg.rope_theta, self.rope_cos.device)
-        self.rope_cos.copy_(cos)
-        self.rope_sin.copy_(sin)
+        self.reset_rope()
+
+    @torch.no_grad()
+    def reset_rope(self, device: torch.device | str | None = None) -> None:
+        """Fill the RoPE tables (non-persistent buffers, so no checkpoint holds them): what a loader
+        calls after materialising a meta-built model. Computed in fp32."""
+        device = device if device is not None else self.embed_tokens.weight.device
+        cos, sin = rope_tables(self.cfg.head_dim, self.cfg.max_seq_len, self.cfg.rope_theta, device)
+        self.rope_cos = cos
+        self.rope_sin = sin
 
     def hidden_states(
         self,
