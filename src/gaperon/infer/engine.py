@@ -1,0 +1,379 @@
+"""The fast engine: batched generation over a pre-allocated KV cache, with continuous batching.
+
+Every request owns one row ("slot") of a static cache (slots, kv_heads, max_len, head_dim) per layer
+and writes its keys/values at its own positions, so requests of any lengths share a batch without
+padding their past. A step first decodes one token for every running request, then admits waiting
+requests into free slots (one batched prefill, which also yields their first token). On CUDA the
+decode step is captured once per (batch bucket, KV-length bucket) as a CUDA graph and replayed: at
+1B scale a decode step is ~1 ms, so kernel launches, not FLOPs, bound eager decoding. The function
+captured is `Engine.decode_logits`, the very function run eagerly on CPU (and in the tests).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from collections.abc import Collection, Hashable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from gaperon.infer.generate import GenerationResult, context_budget, model_device
+from gaperon.infer.sampling import SamplingParams, make_generator, sample
+from gaperon.infer.text import TextAssembler
+
+log = logging.getLogger(__name__)
+
+
+def buckets(limit: int, first: int) -> list[int]:
+    """first, 2*first, 4*first, ... capped by (and ending at) limit."""
+    out, n = [], first
+    while n < limit:
+        out.append(n)
+        n *= 2
+    return [*out, limit]
+
+
+def bucket_for(n: int, sizes: Sequence[int]) -> int:
+    return next(s for s in sizes if s >= n)
+
+
+class StaticKVCache:
+    """Pre-allocated keys/values; `bind` says which slots and positions the next forward writes."""
+
+    def __init__(self, model: nn.Module, slots: int, max_len: int, device, dtype) -> None:
+        cfg = model.cfg
+        shape = (slots, cfg.n_kv_heads, max_len, cfg.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.slots, self.max_len = slots, max_len
+        self._rows: Tensor | None = None
+        self._positions: Tensor | None = None
+        self._kv_len = 0
+        self._contiguous = True
+
+    def bind(self, rows: Tensor, positions: Tensor, kv_len: int, contiguous: bool) -> None:
+        """rows: (B,) slot index of each batch row; positions: (B, T) where each new token goes;
+        contiguous: rows are 0..B-1, so reads are views (no copy, CUDA-graph friendly)."""
+        self._rows, self._positions, self._kv_len, self._contiguous = rows, positions, kv_len, contiguous
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        kb, vb = self.k[layer], self.v[layer]
+        rows, pos = self._rows, self._positions
+        # Index (B,1) x slice x (B,T) -> a (B, T, kv_heads, D) target: one scatter per tensor.
+        kb[rows[:, None], :, pos] = k.transpose(1, 2).to(kb.dtype)
+        vb[rows[:, None], :, pos] = v.transpose(1, 2).to(vb.dtype)
+        if self._contiguous:
+            b = rows.shape[0]
+            return kb[:b, :, : self._kv_len], vb[:b, :, : self._kv_len]
+        return kb[rows, :, : self._kv_len], vb[rows, :, : self._kv_len]
+
+
+@dataclass
+class StepOutput:
+    """What one request got from one `Engine.step`."""
+
+    request_id: Hashable
+    token_ids: list[int]
+    text: str
+    finished: bool = False
+    finish_reason: str | None = None  # "stop" (stop token or string) | "length"
+
+
+@dataclass
+class RequestState:
+    """One request's progress and stop rules; shared by the engine and the speculative engine."""
+
+    id: Hashable
+    prompt: list[int]
+    params: SamplingParams
+    max_new: int
+    stop_ids: frozenset[int]
+    asm: TextAssembler
+    generator: torch.Generator
+    ids: list[int] = field(default_factory=list)
+    slot: int = -1
+    last: int = -1  # the token to feed next
+    finished: bool = False
+
+    @property
+    def next_position(self) -> int:
+        return len(self.prompt) + len(self.ids) - 1
+
+    def accept(self, token: int, out: StepOutput | None = None) -> StepOutput:
+        """Take one generated token; says (in the returned output) whether the request finished."""
+        out = out or StepOutput(self.id, [], "")
+        if token in self.stop_ids:
+            self._finish(out, "stop")
+            return out
+        self.ids.append(token)
+        self.last = token
+        out.token_ids.append(token)
+        out.text += self.asm.push(token)
+        if self.asm.stopped:
+            self._finish(out, "stop")
+        elif len(self.ids) >= self.max_new:
+            self._finish(out, "length")
+        return out
+
+    def _finish(self, out: StepOutput, reason: str) -> None:
+        out.text += self.asm.flush()
+        out.finished, out.finish_reason = True, reason
+        self.finished = True
+
+
+def new_request(
+    rid: Hashable, prompt_ids: Sequence[int], tok, device, max_len: int, model: nn.Module, *,
+    max_new_tokens: int = 128, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+    seed: int | None = None, stop_ids: Collection[int] | None = None, stop_strings: Sequence[str] = (),
+) -> RequestState:
+    """Validate a request and build its state (budget clipped so prompt + output fit max_len)."""
+    params = SamplingParams(temperature, top_k, top_p, seed)
+    prompt = [int(t) for t in prompt_ids]
+    if len(prompt) >= max_len:
+        raise ValueError(f"the prompt has {len(prompt)} tokens but the engine's context is {max_len} tokens")
+    vocab = model.cfg.vocab_size
+    bad = next((t for t in prompt if not 0 <= t < vocab), None)
+    if bad is not None:  # checked here: inside a batched step it would fail every request
+        raise ValueError(f"prompt token id {bad} is outside the model's vocabulary [0, {vocab})")
+    budget = min(context_budget(model, len(prompt), max_new_tokens), max_len - len(prompt))
+    stops = tok.stop_ids if stop_ids is None else stop_ids
+    return RequestState(
+        rid, prompt, params, budget, frozenset(int(s) for s in stops),
+        TextAssembler(tok, stop_strings), make_generator(seed, device),
+    )
+
+
+class _DecodeGraphs:
+    """One captured CUDA graph per (batch, kv_len) bucket, replayed with static input buffers."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, Tensor, Tensor, Tensor]] = {}
+        self.pool = torch.cuda.graph_pool_handle()
+
+    def run(self, tokens: Tensor, positions: Tensor, kv_len: int) -> Tensor:
+        key = (tokens.shape[0], kv_len)
+        if key in self.graphs:
+            graph, s_tok, s_pos, out = self.graphs[key]
+            s_tok.copy_(tokens)
+            s_pos.copy_(positions)
+            graph.replay()
+            return out
+        # Warm-up and capture run on the real inputs: the cache writes they make are the very
+        # ones this step needs (same tokens, same positions), so running them is harmless.
+        s_tok, s_pos = tokens.clone(), positions.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self.engine.decode_logits(s_tok, s_pos, kv_len)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            out = self.engine.decode_logits(s_tok, s_pos, kv_len)
+        graph.replay()
+        self.graphs[key] = (graph, s_tok, s_pos, out)
+        return out
+
+
+class Engine:
+    """Batched, continuously batched generation for one model.
+
+    `add_request` queues a prompt; each `step` advances every running request by one token and
+    returns what each produced; finished or cancelled requests free their slot at once and the
+    next waiting request takes it at the following step.
+
+    max_len: positions per slot (default min(4096, the model's context)); cuda_graphs: capture the
+    decode step (default: on CUDA); prefill_tokens: most padded prompt tokens prefilled in one step.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tok,
+        *,
+        max_batch: int = 8,
+        max_len: int | None = None,
+        cuda_graphs: bool | None = None,
+        prefill_tokens: int = 16384,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.model, self.tok = model, tok
+        self.device = model_device(model)
+        dtype = next(model.parameters()).dtype
+        # The cache is (max_batch x max_len) per layer: default to at most 4096 positions.
+        self.max_len = min(max_len or 4096, model.cfg.max_seq_len)
+        self.max_batch = max_batch
+        self.prefill_tokens = prefill_tokens
+        self.cache = StaticKVCache(model, max_batch, self.max_len, self.device, dtype)
+        self.batch_buckets = buckets(max_batch, 1)
+        self.kv_buckets = buckets(self.max_len, 64)
+        self._slot_index = torch.arange(max_batch, device=self.device)
+        self._kv_range = torch.arange(self.max_len, device=self.device)
+        if cuda_graphs is None:
+            cuda_graphs = self.device.type == "cuda"
+        elif cuda_graphs and self.device.type != "cuda":
+            raise ValueError(f"CUDA graphs need the model on a CUDA device, not {self.device}")
+        self._graphs = _DecodeGraphs(self) if cuda_graphs else None
+        self._waiting: deque[RequestState] = deque()
+        self._running: dict[int, RequestState] = {}  # slot -> request
+        self._ids = itertools.count()
+        self._pending_out: list[StepOutput] = []
+
+    # ---- public API -------------------------------------------------------------------------
+    def add_request(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop_ids: Collection[int] | None = None,
+        stop_strings: Sequence[str] = (),
+        request_id: Hashable | None = None,
+    ) -> Hashable:
+        """Queue a prompt; it joins the batch at the next step. Returns its id."""
+        rid = next(self._ids) if request_id is None else request_id
+        if any(r.id == rid for r in self._all()):
+            raise ValueError(f"request id {rid!r} is already in use")
+        req = new_request(
+            rid, prompt_ids, self.tok, self.device, self.max_len, self.model, max_new_tokens=max_new_tokens,
+            temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop_ids=stop_ids,
+            stop_strings=stop_strings,
+        )
+        if req.max_new == 0:
+            self._pending_out.append(StepOutput(rid, [], "", True, "length"))
+        else:
+            self._waiting.append(req)
+        return rid
+
+    def cancel(self, request_id: Hashable) -> bool:
+        """Drop a waiting or running request (its slot is free at once). False if unknown."""
+        for req in list(self._waiting):
+            if req.id == request_id:
+                self._waiting.remove(req)
+                return True
+        for slot, req in list(self._running.items()):
+            if req.id == request_id:
+                del self._running[slot]
+                return True
+        return False
+
+    @property
+    def num_active(self) -> int:
+        """Requests waiting or running."""
+        return len(self._waiting) + len(self._running)
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    def has_work(self) -> bool:
+        return bool(self._waiting or self._running or self._pending_out)
+
+    def step(self) -> list[StepOutput]:
+        """Decode one token for every running request, then admit and prefill waiting ones."""
+        outputs, self._pending_out = self._pending_out, []
+        if self._running:
+            outputs += self._decode()
+        if self._waiting and len(self._running) < self.max_batch:
+            outputs += self._admit()
+        return outputs
+
+    def generate(self, prompts: Sequence[Sequence[int]], **kwargs) -> list[GenerationResult]:
+        """Run several prompts to completion together (keyword arguments as in `add_request`)."""
+        ids = [self.add_request(p, **kwargs) for p in prompts]
+        done: dict[Hashable, GenerationResult] = {}
+        toks: dict[Hashable, list[int]] = {i: [] for i in ids}
+        texts: dict[Hashable, str] = {i: "" for i in ids}
+        while len(done) < len(ids):
+            for out in self.step():
+                toks[out.request_id] += out.token_ids
+                texts[out.request_id] += out.text
+                if out.finished:
+                    done[out.request_id] = GenerationResult(
+                        toks[out.request_id], texts[out.request_id], out.finish_reason or "stop",
+                        len(prompts[ids.index(out.request_id)]),
+                    )
+        return [done[i] for i in ids]
+
+    # ---- the two forwards ---------------------------------------------------------------------
+    def decode_logits(self, tokens: Tensor, positions: Tensor, kv_len: int) -> Tensor:
+        """One decode step for slots 0..B-1 (static shapes: what the CUDA graph captures)."""
+        b = tokens.shape[0]
+        self.cache.bind(self._slot_index[:b], positions, kv_len, contiguous=True)
+        mask = self._kv_range[:kv_len][None, None, None, :] <= positions[:, None, :, None]
+        return self.model(tokens, positions=positions, mask=mask, cache=self.cache)[:, -1]
+
+    @torch.inference_mode()
+    def _decode(self) -> list[StepOutput]:
+        reqs = list(self._running.values())
+        b = bucket_for(max(self._running) + 1, self.batch_buckets)
+        tok_list, pos_list = [0] * b, [0] * b  # free slots in the bucket decode a dummy at position 0
+        for r in reqs:
+            tok_list[r.slot], pos_list[r.slot] = r.last, r.next_position
+        kv_len = bucket_for(max(pos_list) + 1, self.kv_buckets)
+        tokens = torch.tensor(tok_list, dtype=torch.long).view(b, 1).to(self.device, non_blocking=True)
+        positions = torch.tensor(pos_list, dtype=torch.long).view(b, 1).to(self.device, non_blocking=True)
+        if self._graphs is not None:
+            try:
+                logits = self._graphs.run(tokens, positions, kv_len)
+            except RuntimeError:  # capture unsupported here: decoding eagerly is slower, not wrong
+                log.warning("CUDA graph capture failed; decoding eagerly from now on", exc_info=True)
+                self._graphs = None
+                logits = self.decode_logits(tokens, positions, kv_len)
+        else:
+            logits = self.decode_logits(tokens, positions, kv_len)
+        rows = torch.tensor([r.slot for r in reqs], device=self.device)
+        return self._emit(reqs, logits[rows].float())
+
+    @torch.inference_mode()
+    def _admit(self) -> list[StepOutput]:
+        free = [s for s in range(self.max_batch) if s not in self._running]
+        new: list[RequestState] = []
+        longest = 0
+        while self._waiting and free:
+            # Bound one prefill's padded size (activations, mask); the rest join at the next step.
+            grown = max(longest, len(self._waiting[0].prompt))
+            if new and grown * (len(new) + 1) > self.prefill_tokens:
+                break
+            req = self._waiting.popleft()
+            req.slot = free.pop(0)
+            new.append(req)
+            longest = grown
+        # Right-pad to the longest prompt: a pad writes garbage past its row's end, which the causal
+        # mask hides until that row's own decode overwrites the position.
+        tokens = torch.zeros(len(new), longest, dtype=torch.long)
+        for i, r in enumerate(new):
+            tokens[i, : len(r.prompt)] = torch.tensor(r.prompt)
+        tokens = tokens.to(self.device)
+        positions = torch.arange(longest, device=self.device).expand(len(new), longest)
+        rows = torch.tensor([r.slot for r in new], device=self.device)
+        kv_len = bucket_for(longest, self.kv_buckets)
+        self.cache.bind(rows, positions, kv_len, contiguous=False)
+        mask = self._kv_range[:kv_len][None, None, None, :] <= positions[:, None, :, None]
+        h = self.model.hidden_states(tokens, positions=positions, mask=mask, cache=self.cache)
+        last = torch.tensor([len(r.prompt) - 1 for r in new], device=self.device)
+        logits = self.model.lm_head(h[torch.arange(len(new), device=self.device), last]).float()
+        for r in new:
+            self._running[r.slot] = r
+        return self._emit(new, logits)
+
+    def _emit(self, reqs: list[RequestState], logits: Tensor) -> list[StepOutput]:
+        """Sample one token per request, apply the stop rules, free finished slots."""
+        tokens = sample(logits, [r.params for r in reqs], [r.generator for r in reqs]).tolist()
+        outputs = []
+        for r, t in zip(reqs, tokens):
+            outputs.append(r.accept(t))
+            if r.finished:
+                del self._running[r.slot]
+        return outputs
+
+    def _all(self) -> list[RequestState]:
+        return [*self._waiting, *self._running.values()]

@@ -1,0 +1,118 @@
+"""One background thread that owns the engine; web handlers talk to it through a command queue.
+
+All engine calls happen on this thread (the engine is not thread-safe); torch releases the GIL
+while it computes, so the web server's event loop stays responsive. Whatever a step produces is
+handed to the request's sink; a failing step fails the requests it held, never the loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[Any], None]  # receives StepOutput objects, or an Exception when the request failed
+
+
+class EngineLoop:
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.max_len: int = engine.max_len
+        self._commands: queue.Queue = queue.Queue()
+        self._sinks: dict[int, Sink] = {}
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gaperon-engine", daemon=True)
+        self.steps = 0
+        self.cancelled = 0
+
+    @property
+    def num_active(self) -> int:
+        """Requests submitted and neither finished nor cancelled yet."""
+        with self._lock:
+            return self._inflight
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._commands.put(("wake",))
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def submit(self, prompt_ids: list[int], sampling: dict, sink: Sink) -> int:
+        rid = next(self._ids)
+        with self._lock:
+            self._inflight += 1
+        self._commands.put(("add", rid, prompt_ids, sampling, sink))
+        return rid
+
+    def cancel(self, rid: int) -> None:
+        self._commands.put(("cancel", rid))
+
+    # ---- the loop thread ----------------------------------------------------------------------
+    def _done(self, rid: int) -> None:
+        if self._sinks.pop(rid, None) is not None:
+            with self._lock:
+                self._inflight -= 1
+
+    def _handle(self, cmd: tuple) -> None:
+        if cmd[0] == "add":
+            _, rid, prompt, sampling, sink = cmd
+            self._sinks[rid] = sink
+            try:
+                self.engine.add_request(prompt, request_id=rid, **sampling)
+            except ValueError as e:
+                _deliver(sink, e)
+                self._done(rid)
+        elif cmd[0] == "cancel":
+            if self.engine.cancel(cmd[1]):
+                self.cancelled += 1  # stopped before it finished: the client went away
+            self._done(cmd[1])
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                cmd = self._commands.get(timeout=None if not self.engine.has_work() else 0)
+            except queue.Empty:
+                cmd = None
+            while cmd is not None:
+                self._handle(cmd)
+                try:
+                    cmd = self._commands.get_nowait()
+                except queue.Empty:
+                    cmd = None
+            if self._stop.is_set() or not self.engine.has_work():
+                continue
+            try:
+                outputs = self.engine.step()
+                self.steps += 1
+            except Exception as e:  # a broken step must not take the server down
+                log.exception("engine step failed")
+                for rid, sink in list(self._sinks.items()):
+                    self.engine.cancel(rid)
+                    _deliver(sink, RuntimeError(f"generation failed: {e}"))
+                    self._done(rid)
+                continue
+            for out in outputs:
+                sink = self._sinks.get(out.request_id)
+                if sink is None:
+                    continue
+                _deliver(sink, out)
+                if out.finished:
+                    self._done(out.request_id)
+
+
+def _deliver(sink: Sink, item: Any) -> None:
+    try:
+        sink(item)
+    except Exception:  # the receiving side is gone (closed event loop): nothing to tell
+        log.debug("dropped an engine output for a vanished request", exc_info=True)

