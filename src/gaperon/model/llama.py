@@ -109,6 +109,31 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + rotated * sin
 
 
+def grouped_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """SDPA for grouped-query attention without copying keys/values per query head.
+
+    q: (B, H, T, D); k, v: (B, H_kv, T_kv, D). Without a mask (training, plain prefill) SDPA's
+    `enable_gqa` keeps the flash kernel. With a mask (document masking, cached decoding) the query
+    heads sharing a KV head are folded into the query-length axis, (B, H_kv, rep*T, D), and the mask
+    rows repeated: the KV cache is read once per KV head, which is what bounds decoding speed.
+    """
+    b, h, t, d = q.shape
+    rep = h // k.shape[1]
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=t > 1, enable_gqa=rep > 1)
+    if rep == 1:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    while mask.dim() < 4:
+        mask = mask.unsqueeze(0)
+    if mask.shape[1] != 1:  # a per-head mask cannot be folded: expand keys/values instead
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    mb, _, mt, mk = mask.shape
+    mask = mask.unsqueeze(2).expand(mb, 1, rep, mt, mk).reshape(mb, 1, rep * mt, mk)
+    y = F.scaled_dot_product_attention(q.reshape(b, h // rep, rep * t, d), k, v, attn_mask=mask)
+    return y.view(b, h, t, d)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
@@ -129,18 +154,10 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
-        # GQA: SDPA's enable_gqa exists from torch 2.5; expanding keeps older kernels on the fast path.
-        rep = self.n_heads // self.n_kv_heads
-        if rep > 1:
-            k = k.repeat_interleave(rep, dim=1)
-            v = v.repeat_interleave(rep, dim=1)
         if mask is None and cache is not None and t > 1:
             # A chunk appended to a cache: causal, aligned to the cache's end (bottom-right).
             mask = torch.ones(t, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - t)
-        if mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = grouped_attention(q, k, v, mask)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
 
 
