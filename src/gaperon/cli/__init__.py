@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `gaperon ... | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
     except user_errors() as e:
         print(f"gaperon {args.verb}: error: {e}", file=sys.stderr)
         return 1
