@@ -30,7 +30,7 @@ lint: setup
 	$(BIN)/ruff format --check src tests benchmarks scripts
 
 demo: setup
-	$(BIN)/gaperon --help
+	$(BIN)/python scripts/demo.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

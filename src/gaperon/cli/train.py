@@ -1,9 +1,58 @@
-"""Verbs of the train stage (being built)."""
+"""Verbs of the train stage: `gaperon train RECIPE --out RUN_DIR [key=value ...]`."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    return None
+    p = sub.add_parser(
+        "train",
+        help="pretrain a model from a recipe (run again on the same --out to resume)",
+        description="Pretrain through the recipe's phases into RUN_DIR. Running the same command on an "
+        "existing RUN_DIR resumes from its latest complete checkpoint. Works alone or under torchrun. "
+        "Exit codes: 0 done, 75 checkpointed on a stop request (requeue me), 3 diverged (non-finite losses).",
+    )
+    p.add_argument("recipe", help="a recipe YAML, e.g. recipes/quickstart.yaml")
+    p.add_argument(
+        "--out", required=True, metavar="RUN_DIR", help="the run folder (checkpoints, metrics, logs)"
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="recipe overrides, e.g. batch.micro_batch=2 phases.0.steps=10",
+    )
+    p.set_defaults(func=_train)
+    # Overrides may follow --out: argparse only mixes options and positionals in "intermixed" mode.
+    p.__class__ = _IntermixedParser
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    _inner = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inner:
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+
+def _train(args: argparse.Namespace) -> int:
+    from gaperon.train import TrainingDiverged, train
+
+    for o in args.overrides:
+        if "=" not in o:
+            from gaperon.cli import UserError
+
+            raise UserError(f"override {o!r} must look like key.sub=value")
+    try:
+        result = train(args.recipe, args.out, args.overrides)
+    except TrainingDiverged as e:
+        print(f"gaperon train: stopped: {e}", file=sys.stderr)
+        return 3
+    return result.exit_code

@@ -1,0 +1,207 @@
+"""Sharded, crash-safe checkpoints with `torch.distributed.checkpoint` (DCP).
+
+Layout under RUN_DIR/checkpoints/:
+
+    step_00001000/        one checkpoint: DCP shards + .metadata, meta.json, COMPLETE
+    latest                the name of the newest complete checkpoint (a convenience pointer)
+
+Every rank writes its shards into a hidden temporary folder; after a barrier, rank 0 writes
+meta.json (counters, sampler state, RNG states, recipe digest and the size of every file) and
+the COMPLETE marker, then renames the folder into place and moves `latest`. A crash at any moment
+leaves either the old checkpoints or the new one, never a half one under a final name. On load,
+a checkpoint with no marker, unreadable metadata or a file of the wrong size is reported and
+skipped for the previous one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+from gaperon.atomic import write_json, write_text
+
+COMPLETE = "COMPLETE"
+META = "meta.json"
+_NAME = re.compile(r"^step_(\d{8,})$")
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def rng_state() -> dict:
+    """This process's RNG states, JSON-able (torch CPU, and CUDA when present)."""
+    state = {"torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = base64.b64encode(torch.cuda.get_rng_state().numpy().tobytes()).decode()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import numpy as np
+
+    raw = np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()
+    torch.set_rng_state(torch.from_numpy(raw))
+    if "cuda" in state and torch.cuda.is_available():
+        raw = np.frombuffer(base64.b64decode(state["cuda"]), dtype=np.uint8).copy()
+        torch.cuda.set_rng_state(torch.from_numpy(raw))
+
+
+def save(
+    run_dir: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    meta: dict,
+    keep_last: int,
+) -> Path:
+    """Collective: every rank calls it. Returns the final checkpoint folder."""
+    root = checkpoint_dir(run_dir)
+    name = f"step_{step:08d}"
+    final = root / name
+    tmp = root / f".tmp-{name}"
+    if _rank() == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier()
+    state = {"model": get_state_dict(model, optimizer)[0] if optimizer else get_state_dict(model, [])[0]}
+    if optimizer is not None:
+        state["optim"] = get_state_dict(model, optimizer)[1]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*assuming the intent is to")
+        dcp.save(state, checkpoint_id=str(tmp))
+    _barrier()
+    if _rank() == 0:
+        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        write_json(tmp / META, {**meta, "step": step, "has_optimizer": optimizer is not None, "files": files})
+        write_text(tmp / COMPLETE, "ok\n")
+        if final.exists():  # a re-save of the same step (e.g. after a resume): replace it whole
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        write_text(root / "latest", name + "\n")
+        _prune(root, keep_last)
+    _barrier()
+    return final
+
+
+def _prune(root: Path, keep_last: int) -> None:
+    """Keep the newest `keep_last` checkpoints, plus every phase's final one: those are the
+    branch points later phases (and other runs) start from."""
+    done = [p for p in list_checkpoints(root) if (p / COMPLETE).exists()]
+    for old in done[:-keep_last]:
+        try:
+            if json.loads((old / META).read_text(encoding="utf-8"))["state"]["phase_complete"]:
+                continue
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".tmp-step_*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Checkpoint folders (complete or not) sorted by step, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def validate(path: Path) -> dict:
+    """The metadata of a complete, intact checkpoint; ValueError saying what is wrong otherwise."""
+    if not (path / COMPLETE).is_file():
+        raise ValueError("no COMPLETE marker (partial write)")
+    try:
+        meta = json.loads((path / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"unreadable {META} ({e})") from None
+    if not isinstance(meta, dict) or "files" not in meta or "step" not in meta:
+        raise ValueError(f"{META} lacks 'files'/'step'")
+    for fname, size in meta["files"].items():
+        f = path / fname
+        if not f.is_file():
+            raise ValueError(f"missing file {fname}")
+        if f.stat().st_size != size:
+            raise ValueError(f"file {fname} has {f.stat().st_size} bytes, expected {size} (truncated?)")
+    return meta
+
+
+def find_latest(run_dir: Path, log=print) -> tuple[Path, dict] | None:
+    """The newest checkpoint that validates, reporting each one skipped and why."""
+    for path in reversed(list_checkpoints(checkpoint_dir(run_dir))):
+        try:
+            return path, validate(path)
+        except ValueError as e:
+            log(f"checkpoint {path} is unusable: {e}; trying the previous one")
+    return None
+
+
+def load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+    """Collective: load model (and optimizer, when given) state in place, whatever the sharding."""
+    msd, osd = get_state_dict(model, optimizer if optimizer is not None else [])
+    state = {"model": msd}
+    if optimizer is not None:
+        state["optim"] = osd
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*assuming the intent is to")
+        dcp.load(state, checkpoint_id=str(path))
+    if optimizer is not None:
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    else:
+        set_state_dict(model, [], model_state_dict=state["model"], optim_state_dict={})
+
+
+def load_from(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, log=print) -> Loaded:
+    """Load another run's latest usable checkpoint (or one checkpoint folder): for branching."""
+    path = Path(path)
+    if (path / META).exists() or (path / COMPLETE).exists():
+        meta = validate(path)
+        load(path, model, optimizer)
+        return Loaded(path, meta)
+    loaded = load_latest(path, model, optimizer, log=log)
+    if loaded is None:
+        raise ValueError(f"{path}: no usable checkpoint to start from")
+    return loaded
+
+
+@dataclass
+class Loaded:
+    path: Path
+    meta: dict
+
+
+def load_latest(
+    run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, log=print
+) -> Loaded | None:
+    """Load the newest usable checkpoint; one that validates but fails to read is skipped too."""
+    candidates = list(reversed(list_checkpoints(checkpoint_dir(run_dir))))
+    for path in candidates:
+        try:
+            meta = validate(path)
+            load(path, model, optimizer)
+            return Loaded(path, meta)
+        except (Exception, CheckpointException) as e:  # noqa: BLE001 - any read failure: use the previous one
+            log(f"checkpoint {path} is unusable: {e}; trying the previous one")
+    return None

@@ -1,0 +1,96 @@
+"""Process-group setup for one process or `torchrun` (env:// init), and the stop signals.
+
+SLURM's walltime warning reaches the trainer either as a signal (SIGTERM/SIGUSR1 to a plain
+process) or as a STOP file in the run folder (what `scripts/slurm/train.sbatch` touches, because
+torchrun's agent would die on SIGUSR1 instead of forwarding it). The handler only sets a flag;
+the loop checkpoints at the next step boundary and exits with EXIT_REQUEUE.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+EXIT_REQUEUE = 75  # EX_TEMPFAIL: "checkpointed on request, run me again"
+
+
+@dataclass
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    owns_group: bool  # we created the process group, so we destroy it
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(device_pref: str = "auto", need_group: bool = False) -> DistEnv:
+    """Join torchrun's process group (env://); `need_group` (FSDP) makes a 1-process group when
+    launched without torchrun, so `gaperon train` works the same on one GPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device_pref == "auto" else device_pref == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was asked for but no CUDA device is available")
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    owns = False
+    backend = "nccl" if use_cuda else "gloo"
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend=backend, init_method="env://")
+        owns = True
+    elif need_group and not dist.is_initialized():
+        store = dist.HashStore()
+        dist.init_process_group(backend=backend, store=store, rank=0, world_size=1)
+        owns = True
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    return DistEnv(rank, world, local_rank, device, owns)
+
+
+def teardown(env: DistEnv) -> None:
+    if env.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class StopRequest:
+    """Set by SIGTERM/SIGUSR1 or by a STOP file; polled (and agreed on by all ranks) per step."""
+
+    def __init__(self, run_dir: Path, check_file: bool = True) -> None:
+        self.flag = False
+        self.check_file = check_file  # rank 0 only: one stat per step on a shared filesystem
+        self.stop_file = Path(run_dir) / "STOP"
+        self._previous: dict = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread (e.g. a test harness): signals stay as they were
+                pass
+
+    def uninstall(self) -> None:
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev)
+        self._previous.clear()
+
+    def _handler(self, signum, frame) -> None:
+        self.flag = True
+
+    def requested(self, device: torch.device) -> bool:
+        local = self.flag or (self.check_file and self.stop_file.exists())
+        if not dist.is_initialized():
+            return local
+        t = torch.tensor([1.0 if local else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())

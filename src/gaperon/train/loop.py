@@ -1,0 +1,490 @@
+"""The pretraining loop: phases, steps with gradient accumulation, checkpoints, exact resume.
+
+`train(recipe, run_dir)` is the whole job. Re-running it on the same RUN_DIR resumes from the
+newest complete checkpoint; since the batch at a step is a pure function of (seed, phase, step)
+and every counter, RNG state and optimizer state is checkpointed, a resumed run reproduces the
+losses of an uninterrupted one bit for bit (fp32 on CPU, same world size).
+
+Counters: `global_step` (optimizer steps since the run began: names checkpoints and metrics),
+`phase_step` (index into the phase's data), `sched_step` (the LR schedule's step, kept only by the
+`continue` load mode) and `tokens_seen`. A non-finite loss or gradient norm skips the update (the
+step and its batch are still consumed, so a bad batch is not retried forever); `max_nan_skips`
+consecutive ones stop the run without writing a checkpoint, so the last good one stays latest.
+With `doc_masking`, attention stays within a document and positions restart at each document.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.distributed.checkpoint.api import CheckpointException
+
+from gaperon.atomic import write_json, write_text
+from gaperon.config import ConfigError
+from gaperon.train import checkpoint as ckpt
+from gaperon.train.config import Recipe, load_recipe, phase_steps, resolve_path
+from gaperon.train.data import build_sampler
+from gaperon.train.distributed import EXIT_REQUEUE, DistEnv, StopRequest, setup, teardown
+from gaperon.train.metrics import (
+    Console,
+    MetricsLogger,
+    device_peak_flops,
+    flops_per_token,
+    progress_line,
+    truncate_metrics,
+)
+from gaperon.train.optim import build_optimizer, set_lr
+from gaperon.train.parallelize import build_mesh, parallelize
+from gaperon.train.precision import PrecisionPolicy
+from gaperon.train.schedule import cooldown_lr, lr_at
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive non-finite steps; the last good checkpoint is left as the latest."""
+
+
+@dataclass
+class TrainState:
+    phase_index: int = 0
+    phase_step: int = 0
+    global_step: int = 0
+    sched_step: int = 0
+    tokens_seen: int = 0
+    last_lr: float = 0.0
+    # LR the cooldown phase decays from (the previous phase's last LR).
+    phase_start_lr: float = 0.0
+    phase_complete: bool = False
+    nan_streak: int = 0
+
+
+@dataclass
+class TrainResult:
+    status: str  # "complete" or "preempted" (checkpointed on a stop request: run again to resume)
+    state: TrainState
+    run_dir: Path
+    exit_code: int = 0
+    val_losses: list[float] = field(default_factory=list)
+
+
+def enter_phase(state: TrainState, index: int, load: str) -> tuple[TrainState, bool]:
+    """Counters after moving into phase `index` with load mode `load`; also whether the optimizer
+    starts fresh. Weights are always kept; `model` (transfer) drops the optimizer state."""
+    new = TrainState(**asdict(state))
+    new.phase_index, new.phase_step, new.phase_complete, new.nan_streak = index, 0, False, 0
+    if load != "continue":
+        new.sched_step = 0
+    new.phase_start_lr = state.last_lr
+    return new, load == "model"
+
+
+def positions_from_docs(doc_ids: Tensor) -> Tensor:
+    """Position of each token inside its document (restarts at 0 on every new doc id)."""
+    t = doc_ids.shape[-1]
+    idx = torch.arange(t, device=doc_ids.device).expand_as(doc_ids)
+    change = torch.ones_like(doc_ids, dtype=torch.bool)
+    change[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+    start = torch.where(change, idx, torch.zeros_like(idx)).cummax(dim=1).values
+    return idx - start
+
+
+def micro_loss(model: nn.Module, tokens: Tensor, doc_ids: Tensor | None, doc_masking: bool) -> Tensor:
+    """Mean next-token loss of one micro-batch (B, T+1) through the chunked LM-head loss."""
+    from gaperon.model.llama import causal_doc_mask
+
+    inputs, labels = tokens[:, :-1], tokens[:, 1:]
+    if doc_masking and doc_ids is not None:
+        d = doc_ids[:, :-1]
+        return model(inputs, positions=positions_from_docs(d), mask=causal_doc_mask(d), labels=labels)
+    return model(inputs, labels=labels)
+
+
+class Trainer:
+    """Holds the model, optimizer and samplers of one run; `run()` walks the phases."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, env: DistEnv) -> None:
+        self.r, self.run_dir, self.env = recipe, Path(run_dir), env
+        self.policy = PrecisionPolicy.from_name(recipe.precision)
+        self.cfg = recipe.model_config()
+        self.say = Console(env.is_main)
+        self.stop = StopRequest(self.run_dir, check_file=env.is_main)
+        self.sharded = recipe.parallel.fsdp != "none"
+        if env.world_size > 1 and not self.sharded:
+            raise ConfigError(f"{recipe.source}: parallel.fsdp: several processes need fsdp full or hybrid")
+        if recipe.precision != "fp32" and env.device.type == "cpu" and env.is_main:
+            self.say(f"note: {recipe.precision} on CPU is slow; fp32 is the CPU test mode")
+        self._check_same_model()
+        self.tokenizer = self._tokenizer()
+        identity = self.tokenizer.identity() if self.tokenizer is not None else None
+        # All samplers first: a missing data folder or bad mixture fails before any work.
+        self.samplers = [
+            build_sampler(recipe, i, self.cfg.vocab_size, identity) for i in range(len(recipe.phases))
+        ]
+        self.steps = [phase_steps(p, recipe.batch.global_batch) for p in recipe.phases]
+        self.model = self._build_model()
+        self.optimizer = build_optimizer(self.model, recipe.optimizer, lr=0.0)
+        self.peak = device_peak_flops(env.device, recipe.log.peak_flops)
+        self.val_cache: dict[int, list] = {}
+
+    # ---- setup -------------------------------------------------------------------------------
+    def _check_same_model(self) -> None:
+        """A run folder holds one model: resuming it with another shape is a mistake, not a reason
+        to skip its checkpoints and start over (which would then prune them)."""
+        import json
+
+        path = self.run_dir / "model_config.json"
+        if not path.exists():
+            return
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        now = {**self.cfg.to_dict(), "precision": self.r.precision}
+        diff = sorted(
+            k for k in set(before) | set(now) if before.get(k) != json.loads(json.dumps(now.get(k)))
+        )
+        if diff:
+            raise ConfigError(
+                f"{self.r.source}: model/precision differ from the run in {self.run_dir} ({', '.join(diff)}); "
+                "train into a new --out folder (to start from this run, set `init_from` to it)"
+            )
+
+    def _tokenizer(self):
+        if self.r.tokenizer is None:
+            return None
+        from gaperon.tokenizer import load_tokenizer
+
+        return load_tokenizer(self.r.tokenizer)
+
+    def _build_model(self) -> nn.Module:
+        from gaperon.model.presets import build
+
+        mesh = build_mesh(self.r.parallel, self.env.device.type)
+        if self.env.device.type == "cuda":
+            # Any size: build on meta, shard, then materialise each rank's shard on the GPU.
+            model = build(self.cfg, device="meta", dtype=self.policy.param_dtype)
+            parallelize(model, self.r.parallel, self.policy, mesh)
+            model.to_empty(device=self.env.device)
+            torch.manual_seed(self.r.seed)
+            model.init_weights()
+        else:
+            # CPU: initialise the full model identically on every rank, then shard it.
+            torch.manual_seed(self.r.seed)
+            model = build(self.cfg, device="cpu")
+            model.init_weights(seed=self.r.seed)
+            model = model.to(self.policy.param_dtype)
+            parallelize(model, self.r.parallel, self.policy, mesh)
+        return model
+
+    def _write_run_files(self) -> None:
+        """run.yaml (the resolved recipe), model_config.json and the tokenizer: what `load_run_model` needs."""
+        if not self.env.is_main:
+            return
+        import yaml
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        old = self.run_dir / "run.yaml"
+        text = yaml.safe_dump(self.r.to_yaml_dict(), sort_keys=False)
+        if old.exists():
+            try:
+                changed = yaml.safe_load(old.read_text(encoding="utf-8")) != yaml.safe_load(text)
+            except (OSError, yaml.YAMLError):
+                changed = True
+            if changed:
+                self.say(
+                    f"warning: the recipe differs from the one {self.run_dir} ran with (run.yaml); "
+                    "continuing with the new values"
+                )
+        write_text(old, text)
+        write_json(self.run_dir / "model_config.json", {**self.cfg.to_dict(), "precision": self.r.precision})
+        if self.tokenizer is not None and not (self.run_dir / "tokenizer").exists():
+            from gaperon.atomic import atomic_path
+
+            with atomic_path(self.run_dir / "tokenizer") as tmp:
+                tmp.mkdir()
+                self.tokenizer.save(tmp)
+
+    # ---- steps -------------------------------------------------------------------------------
+    def _lr(self, state: TrainState) -> float:
+        phase = self.r.phases[state.phase_index]
+        n = self.steps[state.phase_index]
+        if phase.load == "cooldown" and (state.phase_index > 0 or self.r.init_from is not None):
+            return cooldown_lr(state.phase_start_lr, state.phase_step, n, phase.lr.min_lr)
+        return lr_at(phase.lr, state.sched_step, state.phase_step, n)
+
+    def _all_mean(self, value: Tensor) -> Tensor:
+        if dist.is_initialized():
+            value = value.clone()
+            dist.all_reduce(value, op=dist.ReduceOp.SUM)
+            value /= self.env.world_size
+        return value
+
+    def train_step(self, state: TrainState) -> dict:
+        r, env = self.r, self.env
+        sampler = self.samplers[state.phase_index]
+        lr = self._lr(state)
+        set_lr(self.optimizer, lr)
+        batch = sampler.batch(state.phase_step, env.rank, env.world_size)
+        tokens = batch.tokens.to(env.device, non_blocking=True)
+        doc_ids = batch.doc_ids.to(env.device, non_blocking=True) if r.doc_masking else None
+        mb = r.batch.micro_batch
+        n_micro = tokens.shape[0] // mb
+        self.model.train()
+        total = torch.zeros((), device=env.device, dtype=torch.float32)
+        for m in range(n_micro):
+            sl = slice(m * mb, (m + 1) * mb)
+            with self.policy.autocast(env.device.type, self.sharded):
+                loss = micro_loss(
+                    self.model, tokens[sl], doc_ids[sl] if doc_ids is not None else None, r.doc_masking
+                )
+            (loss / n_micro).backward()
+            total += loss.detach().float()
+        loss = self._all_mean(total / n_micro).item()
+        clip = r.optimizer.grad_clip if r.optimizer.grad_clip > 0 else float("inf")
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip, foreach=True)
+        if hasattr(gnorm, "full_tensor"):
+            gnorm = gnorm.full_tensor()
+        gnorm = float(gnorm)
+        finite = math.isfinite(loss) and math.isfinite(gnorm)
+        if finite:
+            self.optimizer.step()
+            state.nan_streak = 0
+        else:
+            state.nan_streak += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        seq = r.phases[state.phase_index].seq_len
+        step_tokens = r.batch.global_batch * seq
+        state.phase_step += 1
+        state.global_step += 1
+        state.sched_step += 1
+        state.tokens_seen += step_tokens
+        state.last_lr = lr
+        return {
+            "step": state.global_step,
+            "phase": r.phases[state.phase_index].name,
+            "phase_step": state.phase_step,
+            "loss": loss if finite else None,
+            "lr": lr,
+            "grad_norm": gnorm if finite else None,
+            "tokens": state.tokens_seen,
+            "skipped": not finite,
+        }
+
+    @torch.no_grad()
+    def validate(self, index: int) -> float | None:
+        """Mean loss over the phase's held-out sequences; ranks split the batches (padded with
+        weight-0 repeats so every rank runs the same number of forwards, as FSDP requires)."""
+        if self.r.eval.sequences <= 0:
+            return None
+        if index not in self.val_cache:
+            self.val_cache[index] = self.samplers[index].validation_batches(
+                self.r.eval.sequences, self.r.eval.batch_size
+            )
+        batches = self.val_cache[index]
+        if not batches:
+            return None
+        env = self.env
+        self.model.eval()
+        sums = torch.zeros(2, device=env.device, dtype=torch.float64)
+        per_rank = -(-len(batches) // env.world_size)
+        for j in range(per_rank):
+            i = j * env.world_size + env.rank
+            real = i < len(batches)
+            b = batches[i if real else 0]
+            toks = b.tokens.to(env.device)
+            docs = b.doc_ids.to(env.device) if self.r.doc_masking else None
+            with self.policy.autocast(env.device.type, self.sharded):
+                loss = micro_loss(self.model, toks, docs, self.r.doc_masking).double()
+            n = toks[:, 1:].numel()
+            if real:
+                sums += torch.stack(
+                    [loss * n, torch.tensor(float(n), device=env.device, dtype=torch.float64)]
+                )
+        if dist.is_initialized():
+            dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+        self.model.train()
+        return float(sums[0] / sums[1])
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def save(self, state: TrainState) -> Path:
+        meta = {
+            "state": asdict(state),
+            "phase_name": self.r.phases[state.phase_index].name,
+            "sampler": self.samplers[state.phase_index].state_dict(),
+            "rng": ckpt.rng_state(),
+            "recipe_digest": self.r.digest(),
+            "world_size": self.env.world_size,
+            "precision": self.r.precision,
+        }
+        path = ckpt.save(
+            self.run_dir, state.global_step, self.model, self.optimizer, meta, self.r.checkpoint.keep_last
+        )
+        self.say(
+            f"checkpoint {path} (step {state.global_step}, phase {meta['phase_name']} step {state.phase_step})"
+        )
+        return path
+
+    def restore(self) -> TrainState | None:
+        loaded = ckpt.load_latest(self.run_dir, self.model, self.optimizer, log=self.say)
+        if loaded is None:
+            return None
+        fields = set(TrainState.__dataclass_fields__)
+        state = TrainState(**{k: v for k, v in loaded.meta["state"].items() if k in fields})
+        if state.phase_index >= len(self.r.phases):
+            raise ConfigError(
+                f"{self.r.source}: phases: the checkpoint {loaded.path} is in phase "
+                f"{state.phase_index} but the recipe has {len(self.r.phases)}"
+            )
+        try:
+            self.samplers[state.phase_index].load_state_dict(loaded.meta.get("sampler", {}))
+        except ValueError as e:
+            raise ConfigError(f"{self.r.source}: resuming {loaded.path}: {e}") from None
+        if "rng" in loaded.meta:
+            ckpt.set_rng_state(loaded.meta["rng"])
+        if loaded.meta.get("recipe_digest") != self.r.digest():
+            self.say("warning: resuming a checkpoint written under a different recipe")
+        self.say(
+            f"resuming from {loaded.path}: step {state.global_step}, phase "
+            f"{self.r.phases[state.phase_index].name} step {state.phase_step}"
+        )
+        return state
+
+    def branch(self) -> TrainState:
+        """Start this run from another run's checkpoint with the first phase's load mode: the
+        weights always; the optimizer unless `model`; the schedule step only with `continue`.
+        Step and token counters start at 0 (this is a new run)."""
+        src = resolve_path(self.r, self.r.init_from)
+        mode = self.r.phases[0].load
+        try:
+            loaded = ckpt.load_from(
+                src, self.model, self.optimizer if mode != "model" else None, log=self.say
+            )
+        except (Exception, CheckpointException) as e:  # noqa: BLE001 - DCP's errors vary (one is a BaseException)
+            raise ConfigError(f"{self.r.source}: init_from: {e}") from None
+        before = loaded.meta.get("state", {})
+        prev = TrainState(
+            phase_index=-1,
+            sched_step=int(before.get("sched_step", 0)),
+            last_lr=float(before.get("last_lr", 0.0)),
+            phase_complete=True,
+        )
+        state, _ = enter_phase(prev, 0, mode)
+        self.say(f"branching from {loaded.path} (load mode {mode})")
+        return state
+
+    # ---- the run -----------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        r, env = self.r, self.env
+        self._write_run_files()
+        if env.is_main and self.stop.stop_file.exists():
+            self.stop.stop_file.unlink()  # a stale request from the previous job
+        if dist.is_initialized():
+            dist.barrier()
+        state = self.restore()
+        if state is None and r.init_from is not None:
+            state = self.branch()
+        if state is None:
+            state = TrainState()
+            self.say(
+                f"starting {self.run_dir} from scratch: {self.cfg.n_layers} layers, dim {self.cfg.dim}, "
+                f"{sum(self.steps)} steps over {len(r.phases)} phase(s), {env.world_size} process(es), "
+                f"{r.precision} on {env.device.type}"
+            )
+        if env.is_main:
+            truncate_metrics(self.run_dir / "metrics.jsonl", state.global_step)
+        logger = MetricsLogger(self.run_dir, env.is_main, r.log.tensorboard)
+        self.stop.install()
+        vals: list[float] = []
+        try:
+            start = state.phase_index + (1 if state.phase_complete else 0)
+            for index in range(start, len(r.phases)):
+                if index != state.phase_index:
+                    mode = r.phases[index].load
+                    state, fresh_optim = enter_phase(state, index, mode)
+                    if fresh_optim:
+                        self.optimizer = build_optimizer(self.model, r.optimizer, lr=0.0)
+                    self.say(f"phase {index + 1}/{len(r.phases)} {r.phases[index].name}: load mode {mode}")
+                stopped = self._run_phase(state, logger, vals)
+                if stopped:
+                    return TrainResult("preempted", state, self.run_dir, EXIT_REQUEUE, vals)
+            self.say(f"done: {state.global_step} steps, {state.tokens_seen:,} tokens")
+            return TrainResult("complete", state, self.run_dir, 0, vals)
+        finally:
+            self.stop.uninstall()
+            logger.close()
+
+    def _run_phase(self, state: TrainState, logger: MetricsLogger, vals: list[float]) -> bool:
+        r, index = self.r, state.phase_index
+        n = self.steps[index]
+        phase = r.phases[index]
+        fpt = flops_per_token(self.cfg, phase.seq_len)
+        t_last, tok_last = time.perf_counter(), state.tokens_seen
+        t_phase, step_phase0 = time.perf_counter(), state.phase_step
+        while state.phase_step < n:
+            rec = self.train_step(state)
+            if rec["skipped"]:
+                self.say(
+                    f"step {state.global_step}: non-finite loss or gradient, update skipped "
+                    f"({state.nan_streak}/{r.max_nan_skips} in a row)"
+                )
+                if state.nan_streak >= r.max_nan_skips:
+                    logger.log(rec)
+                    raise TrainingDiverged(
+                        f"{state.nan_streak} consecutive non-finite steps (last at step {state.global_step}); "
+                        f"stopped without checkpointing: the last good checkpoint in {ckpt.checkpoint_dir(self.run_dir)} "
+                        "is intact (lower the LR or check the data, then run again)"
+                    )
+            phase_end = state.phase_step == n
+            if state.global_step % r.log.every == 0 or phase_end or rec["skipped"]:
+                now = time.perf_counter()
+                tps = (state.tokens_seen - tok_last) / max(now - t_last, 1e-9)
+                t_last, tok_last = now, state.tokens_seen
+                rec["tokens_per_s"] = tps
+                rec["mfu"] = tps / self.env.world_size * fpt / self.peak if self.peak else None
+                logger.log(rec)
+                done = state.phase_step - step_phase0
+                eta = (now - t_phase) / max(done, 1) * (n - state.phase_step)
+                self.say(progress_line(phase.name, index, len(r.phases), state.phase_step, n, rec, eta))
+            t_aside = time.perf_counter()  # validation and checkpoints do not count in tokens/s
+            if state.global_step % r.eval.every == 0 or phase_end:
+                v = self.validate(index)
+                if v is not None:
+                    vals.append(v)
+                    logger.log({"step": state.global_step, "phase": phase.name, "val_loss": v})
+                    self.say(
+                        f"[{index + 1}/{len(r.phases)} {phase.name}] step {state.global_step}: val loss {v:.4f}"
+                    )
+            stop = self.stop.requested(self.env.device)
+            if phase_end:
+                state.phase_complete = True
+            if state.global_step % r.checkpoint.every == 0 or phase_end or stop:
+                self.save(state)
+            t_last += time.perf_counter() - t_aside
+            if stop:
+                self.say(
+                    f"stop requested: checkpointed at step {state.global_step}; exiting with code "
+                    f"{EXIT_REQUEUE} so the job can be requeued (run the same command to resume)"
+                )
+                return True
+        return False
+
+
+def train(
+    recipe: str | Path | Recipe, run_dir: str | Path, overrides: list[str] | None = None
+) -> TrainResult:
+    """Train (or resume) the recipe into `run_dir`. Works alone or under torchrun."""
+    r = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides)
+    env = setup(r.device, need_group=r.parallel.fsdp != "none")
+    try:
+        from gaperon.train.config import check_recipe
+
+        check_recipe(r, env.world_size)
+        trainer = Trainer(r, Path(run_dir), env)
+        return trainer.run()
+    finally:
+        teardown(env)
