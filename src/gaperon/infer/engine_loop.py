@@ -60,6 +60,7 @@ class EngineLoop:
 
     # ---- the loop thread ----------------------------------------------------------------------
     def _done(self, rid: int) -> None:
+        """Forget a request (its sink is dropped): call before delivering its last output."""
         if self._sinks.pop(rid, None) is not None:
             with self._lock:
                 self._inflight -= 1
@@ -71,8 +72,8 @@ class EngineLoop:
             try:
                 self.engine.add_request(prompt, request_id=rid, **sampling)
             except ValueError as e:
-                _deliver(sink, e)
                 self._done(rid)
+                _deliver(sink, e)
         elif cmd[0] == "cancel":
             if self.engine.cancel(cmd[1]):
                 self.cancelled += 1  # stopped before it finished: the client went away
@@ -99,16 +100,17 @@ class EngineLoop:
                 log.exception("engine step failed")
                 for rid, sink in list(self._sinks.items()):
                     self.engine.cancel(rid)
-                    _deliver(sink, RuntimeError(f"generation failed: {e}"))
                     self._done(rid)
+                    _deliver(sink, RuntimeError(f"generation failed: {e}"))
                 continue
             for out in outputs:
                 sink = self._sinks.get(out.request_id)
                 if sink is None:
                     continue
-                _deliver(sink, out)
+                # Count the request done before its client can see the end of it.
                 if out.finished:
                     self._done(out.request_id)
+                _deliver(sink, out)
 
 
 def _deliver(sink: Sink, item: Any) -> None:

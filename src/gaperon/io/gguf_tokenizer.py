@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
-LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+from gaperon.tokenizer.specials import LLAMA3_PATTERN
+from gaperon.tokenizer.tiktoken_ranks import byte_to_unicode
+
 _LLAMA3_NAMES = {"llama3", "llama-v3", "llama-bpe", "smaug-bpe", "dbrx", "falcon3"}
 _GPT2_NAMES = {"gpt2", "gpt-2", "default", None}
 # Token types in llama.cpp's vocabulary: 3 = control (special), 4 = user-defined (added, not special).
@@ -27,29 +25,11 @@ CONTROL, USER_DEFINED = 3, 4
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
 
 
-@lru_cache(maxsize=1)
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character table used by every byte-level BPE vocabulary."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
 def pre_tokenizer_for(name: str | None) -> pre_tokenizers.PreTokenizer:
     if name in _LLAMA3_NAMES:
         return pre_tokenizers.Sequence(
             [
-                pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+                pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated"),
                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
             ]
         )
@@ -92,8 +72,8 @@ def build_byte_level_bpe(meta: dict, where: str) -> GGUFTokenizerSpec:
     if not tokens or not merges:
         raise ModelFormatError(f"{where}: tokenizer.ggml.tokens / tokenizer.ggml.merges missing")
     types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
-    alphabet = set(bytes_to_unicode().values())
-    spell = bytes_to_unicode()
+    alphabet = set(byte_to_unicode().values())
+    spell = byte_to_unicode()
     vocab: dict[str, int] = {}
     for i, tok in enumerate(tokens):
         key = tok if set(tok) <= alphabet else "".join(spell[b] for b in tok.encode("utf-8"))
