@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gaperon.io.gguf_tokenizer import bytes_to_unicode
 from gaperon.model.llama import Llama, rope_tables
 from gaperon.model.presets import build, get_preset
+from gaperon.tokenizer.tiktoken_ranks import byte_to_unicode
 
 SMOLLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -40,7 +40,7 @@ def llama_cpp_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 def tiny_vocab(size: int) -> tuple[list[str], list[int], list[str]]:
     """A byte-level vocabulary: 256 bytes, 3 merges, ChatML specials, reserved fillers (all control)."""
-    tokens = [bytes_to_unicode()[b] for b in range(256)] + ["Ġt", "he", "Ġthe"]
+    tokens = [byte_to_unicode()[b] for b in range(256)] + ["Ġt", "he", "Ġthe"]
     merges = ["Ġ t", "h e", "Ġt he"]
     types = [1] * len(tokens)
     for special in ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]:
