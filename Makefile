@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 
 test: setup
 	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest tests
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks scripts
