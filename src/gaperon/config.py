@@ -52,6 +52,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string; a user means a number
+        try:
+            value = float(value) if value.strip() not in ("nan", "inf", "-inf") else value
+        except ValueError:
+            pass
     return key.strip().split("."), value
 
 
