@@ -183,3 +183,87 @@ def test_folder_of_txt_files_with_an_empty_one(tmp_path):
     assert m["reader"]["skipped"] == {"empty_text": 1} and m["source"] == "out"
     docs = _documents(tmp_path / "out", "train", tok.decode) + _documents(tmp_path / "out", "val", tok.decode)
     assert sorted(docs) == sorted(f"Livre {i}. " * (i + 1) for i in range(5))
+
+
+def test_fast_safety_check_agrees_with_the_tokenizers_own():
+    from gaperon.data.pack import _safe_for_tiktoken
+    from gaperon.tokenizer.fast_path import MAX_CHARS, safe_for_tiktoken
+
+    texts = ["short", "x" * 19_999, " " * 19_999 + "x", "a b " * 30_000, "y" * (MAX_CHARS + 1)]
+    for run in (9_999, 19_999, 20_000):  # the reference check is slow on long runs: few cases
+        for at in (0, 15_000, 25_001):  # a 20,000 run at 15,000 covers no aligned 20,000 window
+            for fill, ch in (("ab ", "z"), ("é\n", "\t")):
+                body = (fill * 14_000)[:40_000]
+                texts.append(body[:at] + ch * run + body[at:])
+    for t in texts:
+        assert _safe_for_tiktoken(t) == safe_for_tiktoken(t), (len(t), t[:20])
+    assert {safe_for_tiktoken(t) for t in texts} == {True, False}  # both outcomes are exercised
+
+
+def test_encoder_gives_the_ids_of_encode_batch(llama3):
+    from gaperon.data.pack import _Encoder
+
+    texts = ["Bonjour le monde.", "x <|end_of_text|> y <|begin_of_text|>", "lone \ud800 surrogate",
+             "a" * 25_000 + " then text", "mot " * 6_000, " ", "def f(x):\n    return x  # code\n"]
+    want = [i for ids in llama3.encode_batch(texts, eos=True) for i in ids]
+    encoder = _Encoder(llama3)
+    flat, lengths = encoder(texts)
+    assert flat.dtype == np.dtype("<u4") and lengths.tolist() == [len(ids) + 1 for ids in llama3.encode_batch(texts)]
+    assert flat.tolist() == want
+    encoder.to_numpy = None  # tiktoken < 0.8 has no encode_to_numpy
+    assert encoder(texts)[0].tolist() == want
+    byte_flat, _ = _Encoder(ByteTokenizer())(["ab", "é"])  # a tokenizer without a tiktoken path
+    assert byte_flat.tolist() == [97, 98, 256, 195, 169, 256]
+
+
+def test_writing_runs_of_documents_gives_the_same_shards_as_one_by_one(tmp_path):
+    from gaperon.data.shards import SplitWriter
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 60, size=300)
+    flat = rng.integers(0, 1000, size=int(lengths.sum()), dtype=np.uint32)
+    ends = np.cumsum(lengths).tolist()
+    langs = [("fr", "en", "code")[i % 7 % 3] for i in range(300)]
+    for shard_tokens in (1, 50, 333, 10_000):
+        one, run = tmp_path / f"one{shard_tokens}", tmp_path / f"run{shard_tokens}"
+        a, b = SplitWriter(one, "train", shard_tokens, []), SplitWriter(run, "train", shard_tokens, [])
+        start = 0
+        for k, end in enumerate(ends):
+            a.add(flat[start:end], langs[k], 1000 + k, 0)
+            start = end
+        for lo, hi in ((0, 1), (1, 2), (2, 77), (77, 78), (78, 300)):  # runs of 1 to 222 documents
+            b.add_run(flat, ends[lo - 1] if lo else 0, ends[lo:hi], langs[lo:hi], list(range(1000 + lo, 1000 + hi)))
+        a.close_shard()
+        b.close_shard()
+        assert a.done == b.done and len(a.done) >= (2 if shard_tokens < 10_000 else 1)
+        assert _files(one) == _files(run)
+
+
+def test_a_read_error_mid_stream_stops_the_run_cleanly(tmp_path):
+    import threading
+
+    blob = tmp_path / "x.jsonl.gz"
+    write_jsonl(blob, make_docs(300), "gz")
+    data = blob.read_bytes()
+    blob.write_bytes(data[: len(data) * 2 // 3])  # a truncated download: fine at first, corrupt later
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="x.jsonl.gz"):
+        tokenize([blob], out, TokenizeOptions(tokenizer=ByteTokenizer(), val_fraction=0.5, shard_tokens=2000,
+                                               batch_docs=8), progress=False)
+    assert (out / "progress.json").exists() and not list(out.rglob(".*tmp-*"))
+    assert not [t for t in threading.enumerate() if t.name == "gaperon-tokenize-reader"]
+
+
+@pytest.mark.parametrize("fraction", [1e-9, 0.1])
+def test_held_out_choice_does_not_depend_on_how_much_is_read_ahead(tmp_path, monkeypatch, fraction):
+    import gaperon.data.pack as pack
+
+    src = write_jsonl(tmp_path / "in.jsonl", [*make_docs(60), b"{bad", {"text": ""}, *make_docs(40, seed=5)])
+    opts = TokenizeOptions(tokenizer=ByteTokenizer(), val_fraction=fraction, shard_tokens=3000)
+    kept = tokenize([src], tmp_path / "kept", opts, progress=False)
+    monkeypatch.setattr(pack, "_HEAD_CHARS", 50)  # stop keeping documents after the first: scan instead
+    scanned = tokenize([src], tmp_path / "scanned", opts, progress=False)
+    assert _files(tmp_path / "kept") == _files(tmp_path / "scanned")
+    assert kept["splits"] == scanned["splits"] and kept["reader"] == scanned["reader"]
+    assert kept["reader"]["documents"] == 100 and kept["reader"]["skipped"] == {"malformed_json": 1, "empty_text": 1}
+    assert kept["splits"]["val"]["documents"] >= 1

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="token folder to create (or resume)")
     p.add_argument("--tokenizer", default="llama3", help="'llama3' (default) or a tokenizer file/folder")
     p.add_argument("--workers", type=int, default=1,
-                   help="tokenizer processes (1: in this process, using the tokenizer's own threads)")
+                   help="encoding processes, one core each (1: in this process)")
     p.add_argument("--text-field", default="text", help="JSON/parquet field holding the text (a.b for nested)")
     p.add_argument("--repeat-field", default=None,
                    help="field with a per-document repeat count (rehydration: the document is emitted that many times)")

@@ -11,16 +11,18 @@ split, the shards done and the (document, copy) each one ended at).
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import hashlib
 import itertools
 import json
 import logging
 import multiprocessing
 import os
+import queue
+import re
 import sys
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ from gaperon.data.readers import (
     load_repeat_fn,
     read_documents,
 )
+from gaperon.tokenizer.fast_path import MAX_CHARS, safe_for_tiktoken
 
 log = logging.getLogger(__name__)
 
@@ -72,35 +75,76 @@ def text_hash(text: str) -> float:
     return int.from_bytes(h, "little") / 2.0**64
 
 
-# -- workers: each process loads the tokenizer once and turns batches of text into flat uint32 ids
-_TOKENIZER = None
+# -- encoding: text -> one flat uint32 array per batch (EOS after each document), on one core
+class _Encoder:
+    """Turns a batch of texts into (flat ids with EOS after each document, per-document lengths).
+
+    Same ids as `tok.encode_batch(texts)`, but cheaper: for a tiktoken-backed Tokenizer each text
+    goes through tiktoken's `encode_to_numpy` (a uint32 buffer: no Python int per token) on the
+    calling thread only, so one worker is one core; tiktoken releases the GIL while it encodes, so
+    the reading thread runs beside it. Texts that the tokenizer would not give to tiktoken, and
+    tokenizers without a tiktoken path, go through encode_batch.
+    """
+
+    def __init__(self, tok: Any):
+        self.tok = tok
+        self.eos = np.array([tok.eos_id], dtype=fmt.TOKEN_DTYPE)
+        # Tokenizer says whether it runs on tiktoken (public) but keeps the Encoding private.
+        self.fast = tok._fast_encoder() if getattr(tok, "uses_tiktoken", False) else None
+        self.to_numpy = getattr(self.fast, "encode_to_numpy", None)  # tiktoken >= 0.8
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        if self.fast is None:
+            parts = [np.asarray(ids, dtype=fmt.TOKEN_DTYPE) for ids in self.tok.encode_batch(texts)]
+        else:
+            parts = [self._one(t) for t in texts]
+        lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)) + 1
+        flat = np.concatenate(list(itertools.chain.from_iterable(zip(parts, itertools.repeat(self.eos)))))
+        return flat.astype(fmt.TOKEN_DTYPE, copy=False), lengths
+
+    def _one(self, text: str) -> np.ndarray:
+        if not _safe_for_tiktoken(text):
+            return np.asarray(self.tok.encode_batch([text])[0], dtype=fmt.TOKEN_DTYPE)
+        if self.to_numpy is not None:
+            try:
+                # allowed=disallowed=nothing: special-token text is ordinary text, as in encode_ordinary
+                return self.to_numpy(text, allowed_special=set(), disallowed_special=())
+            except UnicodeEncodeError:  # lone surrogates: encode_ordinary repairs them, this does not
+                pass
+        return np.asarray(self.fast.encode_ordinary(text), dtype=fmt.TOKEN_DTYPE)
+
+
+# fast_path's rule (a run of >= 20,000 whitespace or non-whitespace characters goes to the HF backend)
+# costs ~12% of the encode time on long documents; this proves "no such run" in O(len / 10,000) steps
+# and asks the tokenizer's own check only when it cannot (tests/data/test_data_pack.py compares them).
+_RUN = 20_000
+_SPACE, _NON_SPACE = re.compile(r"\s"), re.compile(r"\S")
+
+
+def _safe_for_tiktoken(text: str) -> bool:
+    """`fast_path.safe_for_tiktoken(text)`, faster: every run of 20,000 characters contains a whole
+    aligned window of 10,000, so if every window holds both kinds of character there is no long run."""
+    n, step = len(text), _RUN // 2
+    if n < _RUN or n > MAX_CHARS:
+        return safe_for_tiktoken(text)
+    for k in range(0, n - step + 1, step):
+        if _SPACE.search(text, k, k + step) is None or _NON_SPACE.search(text, k, k + step) is None:
+            return safe_for_tiktoken(text)
+    return True
+
+
+_ENCODER: _Encoder | None = None  # one per worker process
 
 
 def _init_worker(spec: Any) -> None:
-    global _TOKENIZER
+    global _ENCODER
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _TOKENIZER = _load_tokenizer(spec)
+    _ENCODER = _Encoder(_load_tokenizer(spec))
 
 
-def _encode(texts: list[str], tok=None) -> tuple[np.ndarray, np.ndarray]:
-    """ids of every text with EOS appended, concatenated, plus each document's length.
-
-    In this process (tok given) encode_batch may use every core; a worker process (one of N)
-    encodes its batch on one core, so N workers use N cores and do not oversubscribe the machine.
-    """
-    if tok is None:
-        tok = _TOKENIZER
-        ids = [tok.encode(t) for t in texts]
-    else:
-        ids = tok.encode_batch(texts)
-    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)) + 1
-    total = int(lengths.sum())
-    is_eos = np.zeros(total, dtype=bool)
-    is_eos[np.cumsum(lengths) - 1] = True
-    flat = np.empty(total, dtype=fmt.TOKEN_DTYPE)
-    flat[is_eos] = tok.eos_id
-    flat[~is_eos] = np.fromiter(itertools.chain.from_iterable(ids), dtype=fmt.TOKEN_DTYPE, count=total - len(ids))
-    return flat, lengths
+def _encode_in_worker(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    assert _ENCODER is not None
+    return _ENCODER(texts)
 
 
 def _load_tokenizer(spec: Any):
@@ -125,8 +169,9 @@ def _job(inputs: list[Path], options: TokenizeOptions) -> dict:
     for p in inputs:
         st = p.stat()
         files.append({"path": str(p.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns})
-    opts = {k: v for k, v in asdict(options).items()
-            if k not in ("tokenizer", "workers", "batch_docs", "batch_chars")}
+    # Not asdict(): it deep-copies the tokenizer object (seconds for a Tokenizer) only to drop it.
+    opts = {f.name: getattr(options, f.name) for f in fields(options)
+            if f.name not in ("tokenizer", "workers", "batch_docs", "batch_chars")}
     return {"inputs": files, "options": opts}
 
 
@@ -180,7 +225,10 @@ def tokenize(
     inputs = [Path(p) for p in inputs]  # read as given: a folder of .txt may hold an empty file
     for _ in read_documents(inputs, read_opts, ReaderReport(), first_only=True):
         pass
-    forced_val = _forced_val_document(inputs, read_opts, options.val_fraction)
+    report = ReaderReport()
+    documents = read_documents(inputs, read_opts, report)
+    forced_val, head = _forced_val_document(documents, inputs, read_opts, options.val_fraction)
+    documents = itertools.chain(head, documents)  # the documents read to find out are not read twice
 
     done = (state or {}).get("shards", {s: [] for s in fmt.SPLITS})
     for split in fmt.SPLITS:
@@ -197,9 +245,8 @@ def tokenize(
 
     writers = {s: fmt.SplitWriter(out, s, options.shard_tokens, done[s], save_progress) for s in fmt.SPLITS}
     atomic.write_json(out / fmt.PROGRESS, record)
-    report = ReaderReport()
     try:
-        _run(inputs, read_opts, report, options, tok, writers, forced_val, progress)
+        _run(documents, options, tok, writers, forced_val, progress)
         for w in writers.values():
             w.close_shard()
     except BaseException:
@@ -216,13 +263,35 @@ def tokenize(
     return manifest
 
 
-def _forced_val_document(files: list[Path], opts: ReadOptions, fraction: float) -> int | None:
-    """The document forced into val when no document hashes under `fraction` (so val is never empty).
+_HEAD_CHARS = 1 << 26  # text kept in memory while looking for the first held-out document
+
+
+def _forced_val_document(documents: Iterator[dict], files: list[Path], opts: ReadOptions,
+                         fraction: float) -> tuple[int | None, list[dict]]:
+    """The document forced into val when no document hashes under `fraction` (so val is never empty),
+    and the documents taken from `documents` to find out, for the main pass to start with.
 
     Stops at the first document that hashes under it (~1/fraction documents in): cheap in practice.
+    Past _HEAD_CHARS of text it stops there and scans the inputs on their own instead.
     """
     if fraction <= 0:
-        return None
+        return None, []
+    head: list[dict] = []
+    best, best_i, chars = 2.0, None, 0
+    for i, doc in enumerate(documents):
+        head.append(doc)
+        h = text_hash(doc["text"])
+        if h < fraction:
+            return None, head
+        if h < best:
+            best, best_i = h, i
+        chars += len(doc["text"])
+        if chars > _HEAD_CHARS:
+            return _scan_for_forced_val(files, opts, fraction), head
+    return best_i, head
+
+
+def _scan_for_forced_val(files: list[Path], opts: ReadOptions, fraction: float) -> int | None:
     best, best_i = 2.0, None
     for i, doc in enumerate(read_documents(files, opts, ReaderReport())):
         h = text_hash(doc["text"])
@@ -263,14 +332,14 @@ def _batches(docs: Iterator[tuple[int, dict, str]], options: TokenizeOptions) ->
         yield batch
 
 
-def _run(files, read_opts, report, options, tok, writers, forced_val, progress) -> None:
+def _run(documents: Iterator[dict], options, tok, writers, forced_val, progress) -> None:
     from tqdm import tqdm
 
     frac = options.val_fraction
 
     def todo() -> Iterator[tuple[int, dict, str]]:
         """(index, doc, split) for the documents that still need tokenizing."""
-        for i, doc in enumerate(read_documents(files, read_opts, report)):
+        for i, doc in enumerate(documents):
             split = "val" if frac > 0 and (i == forced_val or text_hash(doc["text"]) < frac) else "train"
             if split == "val":
                 doc["repeat"] = 1  # held-out documents are scored once, whatever their repeat count
@@ -280,33 +349,113 @@ def _run(files, read_opts, report, options, tok, writers, forced_val, progress) 
     bar = tqdm(desc=f"tokenize {writers['train'].root}", unit="doc", disable=not progress, file=sys.stderr,
                dynamic_ncols=True)
     n_tokens = 0
+    # The reader report is only touched by the reading thread until it has finished (closed or exhausted).
+    batches = _read_ahead(_batches(todo(), options), depth=4)
     try:
-        for batch, (flat, lengths) in _encoded(_batches(todo(), options), options, tok):
-            offsets = np.concatenate([[0], np.cumsum(lengths)])
-            for j, (i, doc, split) in enumerate(batch):
-                ids = flat[offsets[j]: offsets[j + 1]]
-                w = writers[split]
-                for copy in range(doc["repeat"]):
-                    if w.wants(i, copy):
-                        w.add(ids, doc["lang"], i, copy)
-                        n_tokens += len(ids)
+        for batch, (flat, lengths) in _encoded(batches, options, tok):
+            n_tokens += _write_batch(batch, flat, np.cumsum(lengths).tolist(), writers)
             bar.update(len(batch))
             bar.set_postfix(tokens=n_tokens, refresh=False)
     finally:
+        batches.close()
         bar.close()
 
 
+def _write_batch(batch: list, flat: np.ndarray, ends: list[int], writers: dict) -> int:
+    """Hand a batch's documents to the split writers in input order; return the tokens written.
+
+    Consecutive single-copy documents of one split lie back to back in `flat` and go in one
+    add_run() (no per-document write); a rehydrated document's copies go one by one.
+    """
+    written, k, n = 0, 0, len(batch)
+    while k < n:
+        i, doc, split = batch[k]
+        w = writers[split]
+        start = ends[k - 1] if k else 0
+        if doc["repeat"] > 1:
+            ids = flat[start:ends[k]]
+            for copy in range(doc["repeat"]):
+                if w.wants(i, copy):
+                    w.add(ids, doc["lang"], i, copy)
+                    written += len(ids)
+            k += 1
+            continue
+        j = k + 1
+        while j < n and batch[j][2] == split and batch[j][1]["repeat"] == 1:
+            j += 1
+        # todo() yields a single-copy document only if its writer wants it: no wants() check here
+        w.add_run(flat, start, ends[k:j], [d["lang"] for _, d, _ in batch[k:j]], [idx for idx, _, _ in batch[k:j]])
+        written += ends[j - 1] - start
+        k = j
+    return written
+
+
 def _encoded(batches: Iterator[list], options: TokenizeOptions, tok) -> Iterator[tuple[list, tuple]]:
-    """(batch, encoded) in input order; with N workers at most 2N batches are in flight (bounded memory)."""
+    """(batch, encoded) in input order; with N workers at most 2N batches are in flight (bounded memory).
+
+    One worker encodes in this (the main) thread: tiktoken 0.14 spent ~35% more CPU per token in a
+    second thread than in the main one when we measured (2-core VM), and it releases the GIL while
+    it encodes, so the reading thread runs beside it. N workers are N processes, each encoding in
+    its main thread; this process reads (in its reading thread), hands out batches and writes.
+    """
     if options.workers <= 1:
-        # Encoding runs in a thread (the tokenizer's native code releases the GIL) while this
-        # thread reads the next batch and writes the previous one.
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            yield from _in_order(batches, lambda texts: pool.submit(_encode, texts, tok), 2, "result")
+        encoder = _Encoder(tok)
+        for batch in batches:
+            yield batch, encoder([d["text"] for _, d, _ in batch])
         return
+    # Created before the first batch is read, so the fork happens before the reading thread starts.
     with multiprocessing.get_context().Pool(options.workers, initializer=_init_worker,
                                             initargs=(options.tokenizer,)) as pool:
-        yield from _in_order(batches, lambda texts: pool.apply_async(_encode, (texts,)), 2 * options.workers, "get")
+        yield from _in_order(batches, lambda texts: pool.apply_async(_encode_in_worker, (texts,)),
+                             2 * options.workers, "get")
+
+
+_END = object()
+
+
+def _read_ahead(items: Iterator, depth: int) -> Iterator:
+    """`items`, produced by a background thread up to `depth` ahead; its exceptions are raised here.
+
+    Reading, JSON parsing and hashing hold the GIL but the encoder does not, so this overlaps the
+    input side with encoding. The thread starts on the first next() and is stopped by close().
+    """
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((_END, None))
+        except BaseException as e:  # handed to the consumer, which raises it
+            put((_END, e))
+        finally:
+            if hasattr(items, "close"):
+                items.close()  # close the input files now, not whenever the generator is collected
+
+    thread = threading.Thread(target=produce, name="gaperon-tokenize-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = q.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _in_order(batches: Iterator[list], submit, depth: int, wait: str) -> Iterator[tuple[list, tuple]]:
