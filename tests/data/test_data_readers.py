@@ -107,6 +107,26 @@ def test_corrupt_compressed_stream_is_an_error_naming_the_file(tmp_path):
         list(read_documents([path]))
 
 
+@pytest.mark.parametrize("compress", ["gz", "zst"])
+def test_truncated_compressed_file_is_an_error_not_a_short_read(tmp_path, compress):
+    full = write_jsonl(tmp_path / f"full.jsonl.{compress}", make_docs(300), compress)
+    cut = tmp_path / f"cut.jsonl.{compress}"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(DataError, match=rf"cut\.jsonl\.{compress}"):
+        list(read_documents([cut]))
+
+
+def test_multi_frame_zst_reads_every_frame(tmp_path):
+    import zstandard
+
+    a = write_jsonl(tmp_path / "a.jsonl.zst", make_docs(3), "zst")
+    b = write_jsonl(tmp_path / "b.jsonl.zst", make_docs(4), "zst")
+    both = tmp_path / "both.jsonl.zst"
+    both.write_bytes(a.read_bytes() + b.read_bytes())
+    assert zstandard.ZstdDecompressor().decompressobj  # the reader relies on it
+    assert len(list(read_documents([both]))) == 7
+
+
 def test_parquet_with_repeat_column_and_bad_values(tmp_path):
     table = pa.table({"content": ["un", None, "trois", "quatre"], "dup": [2, 1, -1, None],
                       "lang": ["fr", "fr", "fr", "fr"]})

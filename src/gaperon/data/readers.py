@@ -173,11 +173,53 @@ def _open_binary(path: Path) -> io.BufferedIOBase:
     if name.endswith(".gz"):
         return gzip.open(path, "rb")
     if name.endswith(".zst"):
+        return io.BufferedReader(_ZstdReader(path), buffer_size=1 << 20)
+    return open(path, "rb")  # noqa: SIM115
+
+
+class _ZstdReader(io.RawIOBase):
+    """A .zst stream (one or more frames) that fails on a truncated last frame, which zstandard's
+    own `stream_reader` accepts silently (the tail of the file would just be missing)."""
+
+    def __init__(self, path: Path) -> None:
         import zstandard
 
-        raw = open(path, "rb")  # noqa: SIM115 - closed with the wrapper
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-    return open(path, "rb")  # noqa: SIM115
+        self._f = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._dctx = zstandard.ZstdDecompressor()
+        self._obj = self._dctx.decompressobj()
+        self._in_frame = False
+        self._buf = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self._buf:
+            chunk = self._f.read(1 << 20)
+            if not chunk:
+                if self._in_frame:
+                    raise EOFError("truncated zstd stream: the last frame is incomplete")
+                return 0
+            self._buf = memoryview(self._decompress(chunk))
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def _decompress(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            self._in_frame = True
+            out.append(self._obj.decompress(data))
+            if not self._obj.eof:
+                break
+            data, self._in_frame = self._obj.unused_data, False
+            self._obj = self._dctx.decompressobj()
+        return b"".join(out)
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
 
 
 def _read_jsonl(path: Path, options: ReadOptions, report: ReaderReport) -> Iterator[dict]:
