@@ -151,7 +151,8 @@ def main() -> None:
         for peer in peers:
             t_p, c_p = med[peer]
             t_o, c_o = med[name]
-            print(f"ratio {peer.split(' (')[0]} / ours({w} worker{'s' if w > 1 else ''}): "
+            # Times are per the same text: raw time / our time = our throughput / raw throughput.
+            print(f"throughput ratio ours({w} worker{'s' if w > 1 else ''}) / {peer.split(' (')[0]}: "
                   f"wall {t_p / t_o:.3f}, CPU {c_p / c_o:.3f}" + ("   (target: >= 0.9)" if w == 1 else ""))
 
 
