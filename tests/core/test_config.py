@@ -54,6 +54,8 @@ def test_nested_dataclasses_and_coercions():
         ({"name": "x", "items": [{"lr": 1}, {"oops": 2}]}, "recipe.yaml.items[1]: unknown field(s) oops"),
         ({"name": "x", "flag": "yes"}, "recipe.yaml.flag: expected true/false"),
         ({"name": 3}, "recipe.yaml.name: expected a string"),
+        ({"name": "x", "betas": [0.9]}, "recipe.yaml.betas: expected 2 values, got 1"),
+        ({"name": "x", "betas": [0.9, "b"]}, "recipe.yaml.betas[1]: expected a number"),
     ],
 )
 def test_errors_name_the_field(data, message):
