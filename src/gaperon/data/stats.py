@@ -37,8 +37,11 @@ def format_stats(dirs: list[str | Path]) -> str:
         rep = m.get("reader", {})
         skipped = sum(rep.get("skipped", {}).values())
         if skipped or rep.get("truncated"):
-            table.append((f"#   skipped {skipped} records {rep.get('skipped')}, truncated {rep.get('truncated', 0)}",
-                          "", "", "", "", "", ""))
+            first = rep.get("first", {})
+            parts = [f"{n} {why} (first at {first.get(why, '?')})" for why, n in rep.get("skipped", {}).items()]
+            if rep.get("truncated"):
+                parts.append(f"{rep['truncated']} truncated (first at {rep.get('first_truncated')})")
+            table.append((f"#   skipped {skipped} records: " + ", ".join(parts), "", "", "", "", "", ""))
         for r in stats_rows([d]):
             total = m["splits"][r["split"]]["tokens"]
             share = f"{100 * r['tokens'] / total:.1f}%" if total else "-"
