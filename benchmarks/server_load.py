@@ -40,15 +40,21 @@ def default_model() -> str:
 
 def load(args):
     if args.preset:
+        from gaperon.infer.commands import pick_device
         from gaperon.model import build, get_preset
         from gaperon.tokenizer import llama3_tokenizer
 
-        model = build(get_preset(args.preset)).eval()
-        return model, llama3_tokenizer(), args.preset
+        device = pick_device(args.device)
+        dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else None)
+        # Built on the meta device, then allocated once on the target device in the target dtype.
+        model = build(get_preset(args.preset), device="meta", dtype=dtype)
+        model.to_empty(device=device)
+        model.init_weights(seed=0)
+        return model.eval(), llama3_tokenizer(), args.preset
     from gaperon.infer.commands import load as load_model
 
     path = args.model or default_model()
-    model, tok = load_model(path)
+    model, tok = load_model(path, args.device, args.dtype)
     return model, tok, Path(path).stem
 
 
@@ -134,6 +140,8 @@ def main() -> int:
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--time-limit", type=float, default=120.0, help="seconds per phase")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--device", default="auto", help="cpu, cuda ... (default: cuda when available)")
+    ap.add_argument("--dtype", default=None, help="default bfloat16 on GPU")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -144,7 +152,9 @@ def main() -> int:
     engine = build_engine(model, tok, max_batch=args.max_batch, max_len=1024)
     app = create_app(engine, tok, model_name=name)
     with background_server(app, host="127.0.0.1") as url:
-        one_request(httpx.Client(timeout=60), url, name, 0, 4)  # warm-up
+        # Warm-up at full concurrency (untimed): on GPU this is where the decode step compiles and
+        # the CUDA graphs of the batch/KV buckets the measured phases use are captured.
+        run_load(url, name, args.clients, args.clients, args.max_tokens, args.time_limit)
         n1 = max(2, args.requests // args.clients)
         single = run_load(url, name, 1, n1, args.max_tokens, args.time_limit)
         multi = run_load(url, name, args.clients, args.requests, args.max_tokens, args.time_limit)

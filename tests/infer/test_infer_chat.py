@@ -132,3 +132,17 @@ def test_cli_serve_builds_the_app(fake_load, monkeypatch):
         r = client.post("/v1/completions", headers={"Authorization": "Bearer k"},
                         json={"model": "model", "prompt": "hi", "max_tokens": 3, "temperature": 0})
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 3
+
+
+def test_cli_serve_queue_bound(fake_load, monkeypatch, capsys):
+    from gaperon.infer import server
+
+    seen = {}
+    monkeypatch.setattr(server, "serve", lambda app, host, port: seen.update(app=app))
+    assert main(["serve", "m.gguf", "--max-queue", "0"]) == 1
+    assert "--max-queue" in capsys.readouterr().err and not seen
+    assert main(["serve", "m.gguf", "--max-queue", "3"]) == 0
+    from fastapi.testclient import TestClient
+
+    with TestClient(seen["app"]):
+        assert seen["app"].state.engine_loop.max_pending == 3

@@ -2,7 +2,7 @@ import pytest
 import torch
 from infer_helpers import ScriptedModel
 
-from gaperon.infer.engine import Engine, bucket_for, buckets
+from gaperon.infer.engine import Engine, _DecodeGraphs, bucket_for, buckets
 from gaperon.infer.generate import generate
 
 TEXTS = ["Hi", "Hello world, how are you today?", "x" * 90, "Bonjour à tous", "a"]
@@ -121,13 +121,102 @@ def test_static_decode_step_matches_dynamic_logits(micro, tok):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA-graph decode)")
-def test_cuda_graph_engine_equals_simple_generator(tok):
+@pytest.mark.parametrize("compile", [False, True])
+def test_cuda_graph_engine_equals_simple_generator(tok, compile):
     from infer_helpers import micro_model
 
     model = micro_model(0).cuda()
     prompts = [tok.encode(t) for t in TEXTS]
     ref = [generate(model, tok, p, max_new_tokens=40, stop_ids=()).ids for p in prompts]
-    engine = Engine(model, tok, max_batch=4, cuda_graphs=True)
+    engine = Engine(model, tok, max_batch=4, cuda_graphs=True, compile=compile)
     out = engine.generate(prompts, max_new_tokens=40, stop_ids=())
     assert engine._graphs is not None and engine._graphs.graphs  # really replayed graphs
+    assert engine._compiled == compile  # no silent fallback
     assert [r.ids for r in out] == ref
+    # Sampling on the GPU: per-request CUDA generators, same seed -> same tokens, batch mates or not.
+    kw = dict(max_new_tokens=16, stop_ids=(), temperature=1.0, top_k=50, seed=7)
+    alone = engine.generate([prompts[1]], **kw)[0].ids
+    assert engine.generate([prompts[0], prompts[1], prompts[2]], **kw)[1].ids == alone
+
+
+def _reference(micro, tok, prompts, n):
+    return [generate(micro, tok, p, max_new_tokens=n, stop_ids=()).ids for p in prompts]
+
+
+def test_decode_plan_stages_static_inputs_with_holes(micro, tok):
+    """A hole in the slots (a cancelled request) keeps the batch bucket; its row decodes a dummy."""
+    prompts = [tok.encode(t) for t in ("one", "two, longer", "three")]
+    ref = _reference(micro, tok, prompts, 12)
+    engine = Engine(micro, tok, max_batch=8)
+    ids = [engine.add_request(p, max_new_tokens=12, stop_ids=()) for p in prompts]
+    got = {i: [] for i in ids}
+    for o in engine.step():  # prefill: slots 0, 1, 2
+        got[o.request_id] += o.token_ids
+    assert engine.cancel(ids[1])
+    reqs, b, kv_len = engine.plan_decode()
+    assert [r.slot for r in reqs] == [0, 2] and b == 4 and kv_len == 64
+    tokens, positions = engine.step_inputs(b)
+    assert tokens[:, 0].tolist() == [reqs[0].last, 0, reqs[1].last, 0]
+    assert positions[:, 0].tolist() == [reqs[0].next_position, 0, reqs[1].next_position, 0]
+    while engine.has_work():
+        for o in engine.step():
+            got[o.request_id] += o.token_ids
+    assert got[ids[0]] == ref[0] and got[ids[2]] == ref[2]
+
+
+class _ReplayGraphs:
+    """Stands in for CUDA graphs on CPU with their one constraint: a replay sees nothing but the
+    static buffers and the KV bucket it was captured with, and writes one fixed output tensor."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.fn, self.graphs = engine, engine.decode_logits, {}
+
+    run = _DecodeGraphs.run
+
+    def _capture(self, b: int, kv_len: int):
+        tokens, positions = self.engine.step_inputs(b)
+        out = torch.full((b, self.engine.model.cfg.vocab_size), float("nan"))
+        fn = self.fn
+
+        class Graph:
+            def replay(self) -> None:
+                out.copy_(fn(tokens, positions, kv_len))
+
+        return Graph(), out
+
+
+def test_graph_path_reads_only_static_buffers(micro, tok):
+    prompts = [tok.encode(t) for t in TEXTS]
+    ref = _reference(micro, tok, prompts, 70)
+    engine = Engine(micro, tok, max_batch=4, prefill_tokens=100)  # admissions spread over steps
+    engine._graphs = _ReplayGraphs(engine)
+    out = engine.generate(prompts, max_new_tokens=70, stop_ids=())
+    assert [r.ids for r in out] == ref
+    keys = set(engine._graphs.graphs)
+    assert {b for b, _ in keys} <= {1, 2, 4} and {kv for _, kv in keys} >= {64, 128, 256}
+
+
+def test_compile_failure_falls_back_to_the_plain_step(micro, tok):
+    prompts = [tok.encode("fallback")]
+    engine = Engine(micro, tok, max_batch=2, compile=False)
+
+    def broken(*args):
+        raise RuntimeError("no compiler here")
+
+    engine._decode_fn, engine._compiled = broken, True
+    assert [r.ids for r in engine.generate(prompts, max_new_tokens=8, stop_ids=())] == _reference(
+        micro, tok, prompts, 8)
+    assert not engine._compiled
+
+
+def test_request_generators_live_on_the_engine_device(micro, tok):
+    engine = Engine(micro, tok, max_batch=2)
+    engine.add_request(tok.encode("dev"), max_new_tokens=4, temperature=1.0, seed=3, stop_ids=())
+    engine.step()
+    (req,) = engine._running.values()
+    assert req.generator.device == engine.device == engine._step_in.device
+
+
+def test_cuda_only_options_are_refused_on_cpu(micro, tok):
+    with pytest.raises(ValueError, match="CUDA"):
+        Engine(micro, tok, cuda_graphs=True)

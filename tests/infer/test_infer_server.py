@@ -6,6 +6,7 @@ import time
 import httpx
 import openai
 import pytest
+import torch
 from infer_helpers import micro_model
 
 from gaperon.infer.generate import generate
@@ -221,3 +222,52 @@ def test_server_with_a_draft_model_equals_plain_greedy(model, tok):
         r = c.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "draft me"}],
                                       max_tokens=10, temperature=0)
         assert r.choices[0].message.content == ref.text
+
+
+class _SlowHead(torch.nn.Linear):
+    def forward(self, x):
+        time.sleep(0.002)
+        return super().forward(x)
+
+
+def test_queued_requests_wait_a_leaving_client_is_dropped_and_overload_gets_503(model, tok):
+    """One slot, room for two requests in flight: the second waits for the slot (no error); if its
+    client leaves while it waits it is dropped from the queue; a third gets 503, never a hang."""
+    chatty = micro_model(0, max_seq_len=2048)  # never emits a stop token, >= 2 ms a token: the long
+    head = _SlowHead(chatty.cfg.dim, chatty.cfg.vocab_size, bias=True)  # request outlives the test
+    with torch.no_grad():
+        head.weight.copy_(chatty.lm_head.weight)
+        head.bias.zero_()
+        head.bias[sorted(tok.stop_ids)] = -1e4
+    chatty.lm_head = head
+    app = create_app(build_engine(chatty, tok, max_batch=1), tok, model_name=NAME, max_pending=2)
+    long = {"model": NAME, "prompt": "go on forever", "max_tokens": 2000, "temperature": 0, "stream": True}
+    short = {"model": NAME, "prompt": "hi", "max_tokens": 3, "temperature": 0}
+    with background_server(app) as url, httpx.Client(timeout=30) as c:
+        loop = app.state.engine_loop
+        with c.stream("POST", url + "/v1/completions", json=long) as r:
+            lines = r.iter_lines()  # kept: a dropped iterator closes the connection
+            next(lines)  # it holds the only slot now
+            cancelled0 = loop.cancelled
+            with pytest.raises(httpx.ReadTimeout):  # queued behind the long one; the client gives up
+                httpx.post(url + "/v1/completions", json=short, timeout=0.5)
+            deadline = time.monotonic() + 10
+            while loop.cancelled == cancelled0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert loop.cancelled == cancelled0 + 1 and loop.num_active == 1
+            with c.stream("POST", url + "/v1/completions", json=long) as waiting:
+                assert waiting.status_code == 200  # queued, not refused
+                busy = httpx.post(url + "/v1/completions", json=short, timeout=10)
+                assert busy.status_code == 503 and busy.json()["error"]["code"] == "server_overloaded"
+        deadline = time.monotonic() + 10
+        while loop.num_active and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert loop.num_active == 0 and loop.engine.num_active == 0
+        assert c.post(url + "/v1/completions", json=short).status_code == 200
+
+
+def test_oversized_bodies_are_refused(served):
+    r = httpx.post(served[0] + "/v1/completions", content=b"{" + b" " * (17 << 20) + b"}",
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    assert httpx.get(served[0] + "/health").status_code == 200

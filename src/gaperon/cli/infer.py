@@ -53,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 routes")
     p.add_argument("--max-batch", type=int, default=8, help="requests decoded together (default 8)")
     p.add_argument("--max-len", type=int, default=None, help="context per request (default min(model, 4096))")
+    p.add_argument("--max-queue", type=int, default=1024,
+                   help="most requests in flight, running or waiting for a slot; more get HTTP 503 (default 1024)")
     p.add_argument("--model-name", help="the model id clients send (default: MODEL's file or folder name)")
     p.set_defaults(func=_serve)
 
@@ -107,5 +109,5 @@ def _serve(args: argparse.Namespace) -> int:
     return serve_command(
         args.model, host=args.host, port=args.port, api_key=args.api_key, draft_path=args.draft,
         draft_k=args.draft_k, max_batch=args.max_batch, max_len=args.max_len, model_name=args.model_name,
-        device=args.device, dtype=args.dtype,
+        device=args.device, dtype=args.dtype, max_pending=args.max_queue,
     )

@@ -132,9 +132,11 @@ def _read_messages(source: str, stdin: TextIO) -> list[dict]:
 def serve_command(
     model_path: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
     draft_path: str | None = None, draft_k: int = 4, max_batch: int = 8, max_len: int | None = None,
-    model_name: str | None = None, device: str | None = None, dtype: str | None = None,
+    model_name: str | None = None, device: str | None = None, dtype: str | None = None, max_pending: int = 1024,
 ) -> int:
     """Serve the model over the OpenAI-compatible API until interrupted."""
+    if max_batch < 1 or max_pending < 1:
+        raise ValueError(f"--max-batch and --max-queue must be >= 1, got {max_batch} and {max_pending}")
     from gaperon.infer.server import build_engine, create_app, serve
 
     model, tok = load(model_path, device, dtype)
@@ -143,5 +145,5 @@ def serve_command(
     name = model_name or Path(model_path).stem
     print(f"serving {name} on http://{host}:{port}/v1 (max batch {max_batch}, context {engine.max_len})",
           file=sys.stderr)
-    serve(create_app(engine, tok, model_name=name, api_key=api_key), host=host, port=port)
+    serve(create_app(engine, tok, model_name=name, api_key=api_key, max_pending=max_pending), host=host, port=port)
     return 0

@@ -4,13 +4,17 @@ Every request owns one row ("slot") of a static cache (slots, kv_heads, max_len,
 and writes its keys/values at its own positions, so requests of any lengths share a batch without
 padding their past. A step first decodes one token for every running request, then admits waiting
 requests into free slots (one batched prefill, which also yields their first token). On CUDA the
-decode step is captured once per (batch bucket, KV-length bucket) as a CUDA graph and replayed: at
-1B scale a decode step is ~1 ms, so kernel launches, not FLOPs, bound eager decoding. The function
-captured is `Engine.decode_logits`, the very function run eagerly on CPU (and in the tests).
+decode step is compiled (`torch.compile`, which fuses the small element-wise kernels) and captured
+once per (batch bucket, KV-length bucket) as a CUDA graph and replayed: at 1B scale a decode step is
+~1 ms, so kernel launches, not FLOPs, bound eager decoding. The function compiled and captured is
+`Engine.decode_logits`, the very function run eagerly on CPU (and in the tests); it reads only the
+static input buffers (`Engine.step_inputs`) and the static KV cache, and samples nothing: sampling
+(per-request generators, fp32) happens after the replay, outside the graph.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections import deque
@@ -147,36 +151,46 @@ def new_request(
 
 
 class _DecodeGraphs:
-    """One captured CUDA graph per (batch, kv_len) bucket, replayed with static input buffers."""
+    """One captured CUDA graph per (batch bucket, KV bucket), replayed on the engine's static inputs.
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, Tensor, Tensor, Tensor]] = {}
+    Every graph reads the same static input buffers (views [:b] of `Engine._step_in`), writes the
+    same static KV cache, and allocates from ONE shared memory pool. Sharing a pool is safe here
+    because graphs are replayed one at a time on one stream and each output is consumed (copied by
+    the argmax/gather that follows) before any other graph replays: an output is only valid until
+    the next replay of any graph.
+    """
+
+    WARMUP = 3  # eager (or first compiled) runs before capture: lazy init, cuBLAS workspaces, autotune
+
+    def __init__(self, engine: Engine, fn) -> None:
+        self.engine, self.fn = engine, fn
+        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, Tensor]] = {}
         self.pool = torch.cuda.graph_pool_handle()
 
-    def run(self, tokens: Tensor, positions: Tensor, kv_len: int) -> Tensor:
-        key = (tokens.shape[0], kv_len)
-        if key in self.graphs:
-            graph, s_tok, s_pos, out = self.graphs[key]
-            s_tok.copy_(tokens)
-            s_pos.copy_(positions)
-            graph.replay()
-            return out
-        # Warm-up and capture run on the real inputs: the cache writes they make are the very
-        # ones this step needs (same tokens, same positions), so running them is harmless.
-        s_tok, s_pos = tokens.clone(), positions.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                self.engine.decode_logits(s_tok, s_pos, kv_len)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            out = self.engine.decode_logits(s_tok, s_pos, kv_len)
+    def run(self, b: int, kv_len: int) -> Tensor:
+        """Replay (capturing first if needed) the step for batch bucket b and KV bucket kv_len."""
+        key = (b, kv_len)
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(b, kv_len)
+        graph, out = self.graphs[key]
         graph.replay()
-        self.graphs[key] = (graph, s_tok, s_pos, out)
         return out
+
+    def _capture(self, b: int, kv_len: int) -> tuple[torch.cuda.CUDAGraph, Tensor]:
+        tokens, positions = self.engine.step_inputs(b)
+        # Warm-up on a side stream (as torch.cuda.graphs requires). Its cache writes are the very
+        # ones this step makes (same tokens, same positions), so running it is harmless.
+        stream = torch.cuda.Stream(device=self.engine.device)
+        stream.wait_stream(torch.cuda.current_stream(self.engine.device))
+        with torch.cuda.stream(stream):
+            for _ in range(self.WARMUP):
+                self.fn(tokens, positions, kv_len)
+        torch.cuda.current_stream(self.engine.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: the server captures on its engine thread while other threads may touch CUDA.
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+            out = self.fn(tokens, positions, kv_len)
+        return graph, out
 
 
 class Engine:
@@ -187,7 +201,10 @@ class Engine:
     next waiting request takes it at the following step.
 
     max_len: positions per slot (default min(4096, the model's context)); cuda_graphs: capture the
-    decode step (default: on CUDA); prefill_tokens: most padded prompt tokens prefilled in one step.
+    decode step (default: on CUDA); compile: run the decode step through `torch.compile` (default:
+    on CUDA; it fuses the ~30 small element-wise kernels per layer that otherwise cost more than the
+    weight reads at batch 1; the compiled step is what the CUDA graphs capture); prefill_tokens: most
+    padded prompt tokens prefilled in one step.
     """
 
     def __init__(
@@ -198,6 +215,7 @@ class Engine:
         max_batch: int = 8,
         max_len: int | None = None,
         cuda_graphs: bool | None = None,
+        compile: bool | None = None,
         prefill_tokens: int = 16384,
     ) -> None:
         if max_batch < 1:
@@ -214,11 +232,23 @@ class Engine:
         self.kv_buckets = buckets(self.max_len, 64)
         self._slot_index = torch.arange(max_batch, device=self.device)
         self._kv_range = torch.arange(self.max_len, device=self.device)
+        # Static decode inputs, one (token, position) row per slot: what CUDA graphs read. The host
+        # fills a (pinned, on CUDA) staging copy and ships rows 0..b-1 in ONE contiguous async copy
+        # per step; reusing the staging buffer is safe because every step ends with a host sync
+        # (reading the sampled ids), so the previous copy has landed.
+        self._step_in = torch.zeros(max_batch, 2, dtype=torch.long, device=self.device)
+        pin = self.device.type == "cuda"
+        self._step_host = torch.zeros(max_batch, 2, dtype=torch.long, pin_memory=pin)
+        on_cuda = self.device.type == "cuda"
         if cuda_graphs is None:
-            cuda_graphs = self.device.type == "cuda"
-        elif cuda_graphs and self.device.type != "cuda":
+            cuda_graphs = on_cuda
+        elif cuda_graphs and not on_cuda:
             raise ValueError(f"CUDA graphs need the model on a CUDA device, not {self.device}")
-        self._graphs = _DecodeGraphs(self) if cuda_graphs else None
+        # dynamic=None: the first recompile (a new KV or batch bucket) makes that size symbolic, so
+        # all buckets share ~3 compiled variants, well under dynamo's recompile limit.
+        self._compiled = bool(compile if compile is not None else on_cuda)
+        self._decode_fn = torch.compile(self.decode_logits, dynamic=None) if self._compiled else self.decode_logits
+        self._graphs = _DecodeGraphs(self, self._decode_fn) if cuda_graphs else None
         self._waiting: deque[RequestState] = deque()
         self._running: dict[int, RequestState] = {}  # slot -> request
         self._ids = itertools.count()
@@ -311,27 +341,70 @@ class Engine:
         mask = self._kv_range[:kv_len][None, None, None, :] <= positions[:, None, :, None]
         return self.model(tokens, positions=positions, mask=mask, cache=self.cache)[:, -1]
 
+    def step_inputs(self, b: int) -> tuple[Tensor, Tensor]:
+        """The static (b, 1) token and position buffers of slots 0..b-1 (views, fixed addresses)."""
+        return self._step_in[:b, 0:1], self._step_in[:b, 1:2]
+
+    def plan_decode(self) -> tuple[list[RequestState], int, int]:
+        """Running requests (by slot), the batch bucket and the KV bucket of the next decode step,
+        and their inputs staged in the static buffers (free slots in the bucket decode token 0 at
+        position 0: harmless, a free slot's cache is overwritten by the prefill that claims it)."""
+        reqs = sorted(self._running.values(), key=lambda r: r.slot)
+        b = bucket_for(reqs[-1].slot + 1, self.batch_buckets)
+        rows = [[0, 0] for _ in range(b)]
+        for r in reqs:
+            rows[r.slot] = [r.last, r.next_position]
+        self._step_host[:b] = torch.tensor(rows, dtype=torch.long)
+        kv_len = bucket_for(max(r.next_position for r in reqs) + 1, self.kv_buckets)
+        self._step_in[:b].copy_(self._step_host[:b], non_blocking=True)
+        return reqs, b, kv_len
+
     @torch.inference_mode()
     def _decode(self) -> list[StepOutput]:
-        reqs = list(self._running.values())
-        b = bucket_for(max(self._running) + 1, self.batch_buckets)
-        tok_list, pos_list = [0] * b, [0] * b  # free slots in the bucket decode a dummy at position 0
-        for r in reqs:
-            tok_list[r.slot], pos_list[r.slot] = r.last, r.next_position
-        kv_len = bucket_for(max(pos_list) + 1, self.kv_buckets)
-        tokens = torch.tensor(tok_list, dtype=torch.long).view(b, 1).to(self.device, non_blocking=True)
-        positions = torch.tensor(pos_list, dtype=torch.long).view(b, 1).to(self.device, non_blocking=True)
-        if self._graphs is not None:
-            try:
-                logits = self._graphs.run(tokens, positions, kv_len)
-            except RuntimeError:  # capture unsupported here: decoding eagerly is slower, not wrong
-                log.warning("CUDA graph capture failed; decoding eagerly from now on", exc_info=True)
-                self._graphs = None
-                logits = self.decode_logits(tokens, positions, kv_len)
-        else:
-            logits = self.decode_logits(tokens, positions, kv_len)
-        rows = torch.tensor([r.slot for r in reqs], device=self.device)
-        return self._emit(reqs, logits[rows].float())
+        reqs, b, kv_len = self.plan_decode()
+        logits = self._graph_step(b, kv_len) if self._graphs is not None else self._eager_step(b, kv_len)
+        slots = [r.slot for r in reqs]
+        if slots != list(range(len(slots))):  # holes in the bucket: gather the running rows
+            logits = logits.index_select(0, torch.tensor(slots).to(self.device, non_blocking=True))
+        elif len(slots) < b:
+            logits = logits[: len(slots)]
+        return self._emit(reqs, logits)
+
+    def _graph_step(self, b: int, kv_len: int) -> Tensor:
+        graphs = self._graphs
+        try:
+            with self._on_device():  # capture and replay on the model's GPU, not the current one
+                return graphs.run(b, kv_len)
+        except RuntimeError:  # dynamo/inductor errors are RuntimeErrors too
+            if self._compiled and (b, kv_len) not in graphs.graphs:
+                # Compiling failed while capturing: capture the uncompiled step instead.
+                log.warning("torch.compile of the decode step failed; capturing it uncompiled", exc_info=True)
+                self._decode_fn = graphs.fn = self.decode_logits
+                self._compiled = False
+                try:
+                    with self._on_device():
+                        return graphs.run(b, kv_len)
+                except RuntimeError:
+                    pass
+            # Capture unsupported here: decoding without graphs is slower, not wrong.
+            log.warning("CUDA graph capture failed; decoding without graphs from now on", exc_info=True)
+            self._graphs = None
+            return self._eager_step(b, kv_len)
+
+    def _on_device(self):
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
+
+    def _eager_step(self, b: int, kv_len: int) -> Tensor:
+        tokens, positions = self.step_inputs(b)
+        try:
+            return self._decode_fn(tokens, positions, kv_len)
+        except Exception:
+            if not self._compiled:
+                raise
+            # torch.compile unavailable here (no compiler, unsupported op): slower, not wrong.
+            log.warning("torch.compile of the decode step failed; decoding uncompiled", exc_info=True)
+            self._decode_fn, self._compiled = self.decode_logits, False
+            return self._decode_fn(tokens, positions, kv_len)
 
     @torch.inference_mode()
     def _admit(self) -> list[StepOutput]:
@@ -360,13 +433,14 @@ class Engine:
         mask = self._kv_range[:kv_len][None, None, None, :] <= positions[:, None, :, None]
         h = self.model.hidden_states(tokens, positions=positions, mask=mask, cache=self.cache)
         last = torch.tensor([len(r.prompt) - 1 for r in new], device=self.device)
-        logits = self.model.lm_head(h[torch.arange(len(new), device=self.device), last]).float()
+        logits = self.model.lm_head(h[torch.arange(len(new), device=self.device), last])
         for r in new:
             self._running[r.slot] = r
         return self._emit(new, logits)
 
     def _emit(self, reqs: list[RequestState], logits: Tensor) -> list[StepOutput]:
-        """Sample one token per request, apply the stop rules, free finished slots."""
+        """Sample one token per request, apply the stop rules, free finished slots. Logits may be
+        bf16: greedy takes the argmax as is (exact), sampling works on an fp32 copy."""
         tokens = sample(logits, [r.params for r in reqs], [r.generator for r in reqs]).tolist()
         outputs = []
         for r, t in zip(reqs, tokens):

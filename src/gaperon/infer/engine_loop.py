@@ -16,12 +16,23 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+class Overloaded(RuntimeError):
+    """Too many requests in flight: the caller should answer 'try again later' (HTTP 503)."""
+
+
 Sink = Callable[[Any], None]  # receives StepOutput objects, or an Exception when the request failed
 
 
 class EngineLoop:
-    def __init__(self, engine) -> None:
+    """max_pending: most requests in flight (running + waiting for a slot); beyond it `submit`
+    raises `Overloaded` instead of letting the wait queue (and every client's latency) grow without
+    bound. Requests beyond the engine's batch size but within this bound wait for a free slot."""
+
+    def __init__(self, engine, max_pending: int = 1024) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
         self.engine = engine
+        self.max_pending = max_pending
         self.max_len: int = engine.max_len
         self._commands: queue.Queue = queue.Queue()
         self._sinks: dict[int, Sink] = {}
@@ -49,9 +60,11 @@ class EngineLoop:
             self._thread.join(timeout)
 
     def submit(self, prompt_ids: list[int], sampling: dict, sink: Sink) -> int:
-        rid = next(self._ids)
         with self._lock:
+            if self._inflight >= self.max_pending:
+                raise Overloaded(f"the server is busy ({self._inflight} requests in flight); retry later")
             self._inflight += 1
+        rid = next(self._ids)
         self._commands.put(("add", rid, prompt_ids, sampling, sink))
         return rid
 

@@ -8,6 +8,7 @@ continuously. A client that disconnects has its request cancelled and its slot f
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hmac
 import json
@@ -21,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gaperon.infer.engine_loop import EngineLoop
+from gaperon.infer.engine_loop import EngineLoop, Overloaded
 from gaperon.infer.openai_api import (
     APIError,
     chunk,
@@ -34,6 +35,7 @@ from gaperon.infer.openai_api import (
 log = logging.getLogger(__name__)
 
 _DISCONNECTED = object()
+MAX_BODY_BYTES = 16 << 20  # far above any prompt that fits a 4096-token context
 
 
 def build_engine(model, tok, *, max_batch: int = 8, max_len: int | None = None, draft=None, draft_k: int = 4):
@@ -47,20 +49,28 @@ def build_engine(model, tok, *, max_batch: int = 8, max_len: int | None = None, 
     return Engine(model, tok, max_batch=max_batch, max_len=max_len)
 
 
-def create_app(engine, tok, *, model_name: str, api_key: str | None = None) -> FastAPI:
-    """The web app; the engine loop starts with the app and stops with it."""
+def create_app(
+    engine, tok, *, model_name: str, api_key: str | None = None, max_pending: int = 1024
+) -> FastAPI:
+    """The web app; the engine loop starts with the app and stops with it. max_pending: most
+    requests in flight (running + queued for a slot); more get HTTP 503 (the openai client retries)."""
     loop_holder: dict[str, EngineLoop] = {}
+    # Chat templates and tokenisation are CPU work of milliseconds for long prompts: done on one
+    # worker thread (tokenizers need not be thread-safe), never on the event loop that streams.
+    tokenizer_pool: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        engine_loop = EngineLoop(engine)
+        engine_loop = EngineLoop(engine, max_pending=max_pending)
         engine_loop.start()
         loop_holder["loop"] = engine_loop
+        tokenizer_pool["pool"] = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gaperon-tok")
         app.state.engine_loop = engine_loop
         try:
             yield
         finally:
             engine_loop.close()
+            tokenizer_pool["pool"].shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="gaperon", lifespan=lifespan)
     app.state.model_name = model_name
@@ -103,7 +113,16 @@ def create_app(engine, tok, *, model_name: str, api_key: str | None = None) -> F
                 "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "gaperon"}]}
 
     async def read_json(request: Request):
-        raw = await request.body()
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise APIError(413, f"the request body is over {MAX_BODY_BYTES} bytes", code="request_too_large")
+        chunks, size = [], 0
+        async for part in request.stream():
+            size += len(part)
+            if size > MAX_BODY_BYTES:
+                raise APIError(413, f"the request body is over {MAX_BODY_BYTES} bytes", code="request_too_large")
+            chunks.append(part)
+        raw = b"".join(chunks)
         try:
             return json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -114,8 +133,13 @@ def create_app(engine, tok, *, model_name: str, api_key: str | None = None) -> F
         check_auth(request)
         body = await read_json(request)
         engine_loop = loop_holder["loop"]
-        parsed = parse_request(body, kind=kind, model_name=model_name, tok=tok, max_len=engine_loop.max_len)
+        parsed = await asyncio.get_running_loop().run_in_executor(
+            tokenizer_pool["pool"],
+            lambda: parse_request(body, kind=kind, model_name=model_name, tok=tok, max_len=engine_loop.max_len),
+        )
         rid = new_id(kind)
+        if engine_loop.num_active >= engine_loop.max_pending:  # fail before a stream starts (200 sent)
+            raise _busy(engine_loop)
         if parsed.stream:
             events = _sse(request, engine_loop, kind, rid, model_name, parsed)
             return StreamingResponse(events, media_type="text/event-stream",
@@ -139,15 +163,25 @@ def create_app(engine, tok, *, model_name: str, api_key: str | None = None) -> F
     return app
 
 
+def _busy(engine_loop: EngineLoop) -> APIError:
+    return APIError(503, f"The server is overloaded ({engine_loop.max_pending} requests in flight); retry later",
+                    type="server_error", code="server_overloaded")
+
+
 class _Outputs:
-    """The asyncio side of one engine request: a queue the engine thread fills."""
+    """The asyncio side of one engine request: a queue the engine thread fills (at most one item
+    per generated token, so bounded by max_tokens)."""
 
     def __init__(self, engine_loop: EngineLoop, parsed) -> None:
         self.queue: asyncio.Queue = asyncio.Queue()
         aloop = asyncio.get_running_loop()
-        self.rid = engine_loop.submit(
-            parsed.prompt_ids, parsed.sampling, lambda item: aloop.call_soon_threadsafe(self.queue.put_nowait, item)
-        )
+        try:
+            self.rid = engine_loop.submit(
+                parsed.prompt_ids, parsed.sampling,
+                lambda item: aloop.call_soon_threadsafe(self.queue.put_nowait, item),
+            )
+        except Overloaded:
+            raise _busy(engine_loop) from None
         self.finished = False
 
 
@@ -186,7 +220,11 @@ async def _sse(request, engine_loop, kind, rid, model_name, parsed) -> AsyncIter
         return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
     # Submitted only once the response streams: a client gone before that never occupies a slot.
-    outputs = _Outputs(engine_loop, parsed)
+    try:
+        outputs = _Outputs(engine_loop, parsed)
+    except APIError as e:  # overloaded since the check in `complete` (a race): the status is already 200
+        yield event(e.body())
+        return
     n_out = 0
     if kind == "chat":
         yield event(chunk(kind, rid, model_name, "", None, first=True))
