@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py gaperon-1b --seq 4096 --micro-batch 4      # one GPU
     python benchmarks/train_throughput.py tiny --seq 128 --micro-batch 4 --steps 3  # CPU check
+    python benchmarks/train_throughput.py gaperon-1b --fsdp   # ours through 1-process FSDP2 too
 
 One step = forward + backward + grad clipping + AdamW, on one device, with the same shapes,
 precision and optimizer for both. Ours: per-block torch.compile (--compile, default on GPU), the
@@ -14,6 +15,7 @@ to set one, e.g. on CPU). Prints one line per system and the ratio ours / HF.
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 
 import torch
@@ -22,7 +24,7 @@ from gaperon.model.presets import build, get_preset
 from gaperon.train.config import OptimSpec, ParallelSpec
 from gaperon.train.metrics import device_peak_flops, flops_per_token
 from gaperon.train.optim import build_optimizer
-from gaperon.train.parallelize import parallelize
+from gaperon.train.parallelize import build_mesh, parallelize
 from gaperon.train.precision import PrecisionPolicy
 
 
@@ -42,10 +44,27 @@ def _time_steps(step, steps: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def ours(cfg, batch: torch.Tensor, policy: PrecisionPolicy, compile_: bool, device, steps, warmup) -> float:
+def _free(device: torch.device) -> None:
+    """Drop the previous system's model, optimizer and compiled graphs before measuring the next."""
+    gc.collect()
+    torch._dynamo.reset()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def ours(
+    cfg, batch: torch.Tensor, policy: PrecisionPolicy, compile_: bool, device, steps, warmup, fsdp=False
+) -> float:
+    # As the trainer does on a GPU: build on meta directly in the storage dtype, then materialise
+    # on the device (a 1B model never exists in fp32, nor on the CPU).
+    model = build(cfg, device="meta", dtype=policy.param_dtype)
+    spec = ParallelSpec(compile=compile_, fsdp="full" if fsdp else "none")
+    parallelize(model, spec, policy, build_mesh(spec, device.type) if fsdp else None)
+    model.to_empty(device=device)
     torch.manual_seed(0)
-    model = build(cfg, device=device, dtype=policy.param_dtype)
-    parallelize(model, ParallelSpec(compile=compile_), policy)
+    model.init_weights()
+    model.train()
     opt = build_optimizer(model, OptimSpec(), lr=1e-4)
     inputs, labels = batch[:, :-1], batch[:, 1:]
 
@@ -75,10 +94,17 @@ def hf(cfg, batch: torch.Tensor, policy: PrecisionPolicy, compile_: bool, device
         rms_norm_eps=cfg.norm_eps,
         tie_word_embeddings=False,
         attn_implementation="sdpa",
+        use_cache=False,  # training: no KV cache built in forward
     )
     torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM(hcfg).to(policy.param_dtype)
+    # Built directly on the device in the storage dtype, like ours.
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(policy.param_dtype)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(hcfg)
+    finally:
+        torch.set_default_dtype(before)
     model.train()
     if compile_:
         model = torch.compile(model)
@@ -87,7 +113,8 @@ def hf(cfg, batch: torch.Tensor, policy: PrecisionPolicy, compile_: bool, device
 
     def step():
         with policy.autocast(device.type, sharded=False):
-            logits = model(input_ids=inputs).logits
+            logits = model(input_ids=inputs, use_cache=False).logits
+            # The loss in fp32 over full logits, as ANCHORS.md measured the peer.
             loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
@@ -121,7 +148,15 @@ def main() -> None:
     ap.add_argument("--hf-compile", action="store_true", help="also torch.compile the HF model")
     ap.add_argument("--peak", type=float, default=None, help="peak FLOP/s of the device for MFU")
     ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument(
+        "--fsdp", action="store_true", help="ours under 1-process FSDP2, the path `gaperon train` takes"
+    )
     args = ap.parse_args()
+    env = None
+    if args.fsdp:
+        from gaperon.train.distributed import setup
+
+        env = setup("auto", need_group=True)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpu = device.type == "cuda"
@@ -148,7 +183,9 @@ def main() -> None:
     for label, fn, comp in [("gaperon", ours, compile_), ("transformers", hf, args.hf_compile)]:
         if label == "transformers" and args.skip_hf:
             continue
-        sec = fn(cfg, batch, policy, comp, device, args.steps, args.warmup)
+        _free(device)
+        extra = {"fsdp": args.fsdp} if label == "gaperon" else {}
+        sec = fn(cfg, batch, policy, comp, device, args.steps, args.warmup, **extra)
         tps = mb * seq / sec
         results[label] = tps
         mfu = f"{100 * tps * fpt / peak:.1f}%" if peak else "n/a"
@@ -156,11 +193,12 @@ def main() -> None:
         print(
             f"  {label:13s} compile={comp!s:5s} {sec * 1000:9.1f} ms/step  {tps:12,.0f} tokens/s  MFU {mfu}{mem}"
         )
-        if gpu:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
     if "transformers" in results:
         print(f"  ratio gaperon / transformers: {results['gaperon'] / results['transformers']:.2f}x")
+    if env is not None:
+        from gaperon.train.distributed import teardown
+
+        teardown(env)
 
 
 if __name__ == "__main__":

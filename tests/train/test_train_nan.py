@@ -16,8 +16,8 @@ def _poison(monkeypatch, bad_steps):
     real = loop.micro_loss
     calls = {"n": 0}
 
-    def fake(model, tokens, doc_ids, doc_masking):
-        loss = real(model, tokens, doc_ids, doc_masking)
+    def fake(model, tokens, doc_ids, doc_masking, *rest):
+        loss = real(model, tokens, doc_ids, doc_masking, *rest)
         if model.training:
             calls["n"] += 1
             step = (calls["n"] - 1) // 4 + 1  # 4 micro-batches per step

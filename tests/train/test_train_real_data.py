@@ -56,6 +56,7 @@ def test_two_phases_on_tokenized_folders(tmp_path, token_dirs):
         model={"preset": "micro", "overrides": {"vocab_size": 128256}},
         batch={"global_batch": 4, "micro_batch": 2},
         eval={"every": 3, "sequences": 4, "batch_size": 2},
+        checkpoint={"every": 1, "keep_last": 5},
     )
     res = train(r, tmp_path / "run")
     assert res.status == "complete" and res.state.tokens_seen == 3 * 4 * 32 + 2 * 4 * 64
@@ -64,6 +65,10 @@ def test_two_phases_on_tokenized_folders(tmp_path, token_dirs):
     assert len([x for x in recs if "val_loss" in x]) == 2
     meta = json.loads((tmp_path / "run" / "checkpoints" / "step_00000005" / "meta.json").read_text())
     assert meta["sampler"]["phase"] == "two" and meta["sampler"]["seed"] == 2
+    assert meta["sampler"]["step"] == 2
+    # Mid-phase: the next step's batch was already read (prefetch), yet the state is the step's own.
+    mid = json.loads((tmp_path / "run" / "checkpoints" / "step_00000004" / "meta.json").read_text())
+    assert mid["state"]["phase_step"] == 1 and mid["sampler"]["step"] == 1
     model, tok = load_run_model(tmp_path / "run")
     from gaperon.tokenizer import load_tokenizer
 

@@ -66,7 +66,9 @@ def load_run_model(
     with torch.device("meta"):
         model = Llama(cfg)
     model = model.to(stored).to_empty(device=device)
-    model.init_weights()  # buffers (RoPE tables); every parameter is overwritten below
+    # Only the RoPE buffers need values: every parameter is overwritten below (a random init of
+    # 8B parameters on CPU would take minutes for nothing).
+    model.reset_rope()
     state = {"model": model.state_dict()}
     try:
         with warnings.catch_warnings():

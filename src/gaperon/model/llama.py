@@ -119,6 +119,12 @@ def grouped_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> T
     """
     b, h, t, d = q.shape
     rep = h // k.shape[1]
+    if mask is not None and not isinstance(mask, Tensor):
+        # A flex_attention BlockMask (document masking under torch.compile on GPU): a fused kernel
+        # that skips cross-document blocks, where a dense mask would rule out flash attention.
+        from torch.nn.attention.flex_attention import flex_attention
+
+        return flex_attention(q, k, v, block_mask=mask, enable_gqa=rep > 1)
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=t > 1, enable_gqa=rep > 1)
     if rep == 1:
@@ -154,8 +160,9 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
-        if mask is None and cache is not None and t > 1:
-            # A chunk appended to a cache: causal, aligned to the cache's end (bottom-right).
+        if mask is None and cache is not None and t > 1 and k.shape[2] > t:
+            # A chunk appended to a non-empty cache: causal, aligned to the cache's end (bottom-right).
+            # (A fresh prefill, keys as long as the chunk, stays maskless: the flash kernel's case.)
             mask = torch.ones(t, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - t)
         y = grouped_attention(q, k, v, mask)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))

@@ -86,9 +86,11 @@ def save(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     _barrier()
-    state = {"model": get_state_dict(model, optimizer)[0] if optimizer else get_state_dict(model, [])[0]}
+    # One call: each get_state_dict walks every parameter (and for the optimizer, every state).
+    msd, osd = get_state_dict(model, optimizer if optimizer is not None else [])
+    state = {"model": msd}
     if optimizer is not None:
-        state["optim"] = get_state_dict(model, optimizer)[1]
+        state["optim"] = osd
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*assuming the intent is to")
         dcp.save(state, checkpoint_id=str(tmp))

@@ -80,6 +80,9 @@ class ParallelSpec:
     shard_size: int | None = None
     compile: bool = False
     activation_checkpointing: bool = False
+    # False: blocks keep their gathered parameters from forward to backward (less communication,
+    # more memory); True (default): ZeRO-3, reshard after forward (needed for 8B).
+    reshard_after_forward: bool = True
 
 
 @dataclass

@@ -10,7 +10,12 @@ Counters: `global_step` (optimizer steps since the run began: names checkpoints 
 `continue` load mode) and `tokens_seen`. A non-finite loss or gradient norm skips the update (the
 step and its batch are still consumed, so a bad batch is not retried forever); `max_nan_skips`
 consecutive ones stop the run without writing a checkpoint, so the last good one stays latest.
-With `doc_masking`, attention stays within a document and positions restart at each document.
+With `doc_masking`, attention stays within a document and positions restart at each document
+(a flex_attention BlockMask on CUDA with compiled blocks, a dense bool mask elsewhere).
+
+GPU step hygiene: one host sync per step (loss and grad norm read together, after clipping is
+queued), the next step's rows read and pinned while the GPU still runs this step's backward, and
+under hybrid sharding the cross-replica all-reduce only on the last micro-batch.
 """
 
 from __future__ import annotations
@@ -93,14 +98,37 @@ def positions_from_docs(doc_ids: Tensor) -> Tensor:
     return idx - start
 
 
-def micro_loss(model: nn.Module, tokens: Tensor, doc_ids: Tensor | None, doc_masking: bool) -> Tensor:
+def doc_block_mask(doc_ids: Tensor):
+    """The flex_attention BlockMask of `causal_doc_mask(doc_ids)`: a token sees earlier tokens of
+    its own document. Built once per micro-batch and shared by every layer."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    b, t = doc_ids.shape
+
+    def same_doc_causal(bi, h, q, kv):
+        return (doc_ids[bi, q] == doc_ids[bi, kv]) & (q >= kv)
+
+    return create_block_mask(same_doc_causal, b, None, t, t, device=doc_ids.device)
+
+
+def use_flex_attention(device: torch.device, compiled: bool) -> bool:
+    """Document masking through flex_attention only where it is fast and trainable: on CUDA inside
+    compiled blocks (eager flex is a slow reference; CPU flex has no backward). Elsewhere a dense
+    bool mask (which on a GPU would rule out the flash kernel)."""
+    return device.type == "cuda" and compiled
+
+
+def micro_loss(
+    model: nn.Module, tokens: Tensor, doc_ids: Tensor | None, doc_masking: bool, flex: bool = False
+) -> Tensor:
     """Mean next-token loss of one micro-batch (B, T+1) through the chunked LM-head loss."""
     from gaperon.model.llama import causal_doc_mask
 
     inputs, labels = tokens[:, :-1], tokens[:, 1:]
     if doc_masking and doc_ids is not None:
         d = doc_ids[:, :-1]
-        return model(inputs, positions=positions_from_docs(d), mask=causal_doc_mask(d), labels=labels)
+        mask = doc_block_mask(d) if flex else causal_doc_mask(d)
+        return model(inputs, positions=positions_from_docs(d), mask=mask, labels=labels)
     return model(inputs, labels=labels)
 
 
@@ -114,6 +142,7 @@ class Trainer:
         self.say = Console(env.is_main)
         self.stop = StopRequest(self.run_dir, check_file=env.is_main)
         self.sharded = recipe.parallel.fsdp != "none"
+        self.flex = recipe.doc_masking and use_flex_attention(env.device, recipe.parallel.compile)
         if env.world_size > 1 and not self.sharded:
             raise ConfigError(f"{recipe.source}: parallel.fsdp: several processes need fsdp full or hybrid")
         if recipe.precision != "fp32" and env.device.type == "cpu" and env.is_main:
@@ -130,6 +159,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, recipe.optimizer, lr=0.0)
         self.peak = device_peak_flops(env.device, recipe.log.peak_flops)
         self.val_cache: dict[int, list] = {}
+        self._prefetched: tuple[tuple[int, int], tuple[Tensor, Tensor | None]] | None = None
 
     # ---- setup -------------------------------------------------------------------------------
     def _check_same_model(self) -> None:
@@ -224,32 +254,65 @@ class Trainer:
             value /= self.env.world_size
         return value
 
+    def _device_batch(self, phase_index: int, phase_step: int) -> tuple[Tensor, Tensor | None]:
+        """This rank's (tokens, doc_ids) of a step on the device, from the one-step prefetch when
+        it holds that step. On CUDA the host rows are pinned so the copy is truly asynchronous."""
+        key = (phase_index, phase_step)
+        if self._prefetched is not None and self._prefetched[0] == key:
+            out = self._prefetched[1]
+            self._prefetched = None
+            return out
+        batch = self.samplers[phase_index].batch(phase_step, self.env.rank, self.env.world_size)
+        pin = self.env.device.type == "cuda"
+        tokens = batch.tokens.pin_memory() if pin else batch.tokens
+        doc_ids = None
+        if self.r.doc_masking:
+            doc_ids = batch.doc_ids.pin_memory() if pin else batch.doc_ids
+            doc_ids = doc_ids.to(self.env.device, non_blocking=True)
+        return tokens.to(self.env.device, non_blocking=True), doc_ids
+
+    def _prefetch(self, phase_index: int, phase_step: int) -> None:
+        """Read the next step's rows while the GPU still works on this step's kernels (the batch at
+        a step is a pure function of (seed, phase, step), so reading it early changes nothing)."""
+        if phase_step < self.steps[phase_index]:
+            self._prefetched = ((phase_index, phase_step), self._device_batch(phase_index, phase_step))
+
+    def _set_grad_sync(self, last_micro: bool) -> None:
+        """Hybrid sharding: reduce-scatter inside the shard group every micro-batch (memory stays
+        sharded) but all-reduce across replicas (nodes) only on the last one."""
+        if self.r.parallel.fsdp == "hybrid" and hasattr(self.model, "set_requires_all_reduce"):
+            self.model.set_requires_all_reduce(last_micro)
+
     def train_step(self, state: TrainState) -> dict:
         r, env = self.r, self.env
-        sampler = self.samplers[state.phase_index]
         lr = self._lr(state)
         set_lr(self.optimizer, lr)
-        batch = sampler.batch(state.phase_step, env.rank, env.world_size)
-        tokens = batch.tokens.to(env.device, non_blocking=True)
-        doc_ids = batch.doc_ids.to(env.device, non_blocking=True) if r.doc_masking else None
+        tokens, doc_ids = self._device_batch(state.phase_index, state.phase_step)
         mb = r.batch.micro_batch
         n_micro = tokens.shape[0] // mb
         self.model.train()
         total = torch.zeros((), device=env.device, dtype=torch.float32)
         for m in range(n_micro):
             sl = slice(m * mb, (m + 1) * mb)
+            self._set_grad_sync(m == n_micro - 1)
             with self.policy.autocast(env.device.type, self.sharded):
                 loss = micro_loss(
-                    self.model, tokens[sl], doc_ids[sl] if doc_ids is not None else None, r.doc_masking
+                    self.model,
+                    tokens[sl],
+                    doc_ids[sl] if doc_ids is not None else None,
+                    r.doc_masking,
+                    self.flex,
                 )
             (loss / n_micro).backward()
             total += loss.detach().float()
-        loss = self._all_mean(total / n_micro).item()
+        self._prefetch(state.phase_index, state.phase_step + 1)  # host work overlaps the GPU's
+        loss_t = self._all_mean(total / n_micro)
         clip = r.optimizer.grad_clip if r.optimizer.grad_clip > 0 else float("inf")
-        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip, foreach=True)
-        if hasattr(gnorm, "full_tensor"):
-            gnorm = gnorm.full_tensor()
-        gnorm = float(gnorm)
+        gnorm_t = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip, foreach=True)
+        if hasattr(gnorm_t, "full_tensor"):  # a DTensor under FSDP2
+            gnorm_t = gnorm_t.full_tensor()
+        # The one host sync of the step: the skip decision needs both numbers on the host.
+        loss, gnorm = torch.stack([loss_t.float(), gnorm_t.detach().float().to(loss_t.device)]).tolist()
         finite = math.isfinite(loss) and math.isfinite(gnorm)
         if finite:
             self.optimizer.step()
@@ -282,29 +345,34 @@ class Trainer:
         if self.r.eval.sequences <= 0:
             return None
         if index not in self.val_cache:
-            self.val_cache[index] = self.samplers[index].validation_batches(
-                self.r.eval.sequences, self.r.eval.batch_size
-            )
+            # Kept on the device (1000 x 4097 tokens is 33 MB): no copies at each evaluation.
+            dev, docs = self.env.device, self.r.doc_masking
+            self.val_cache[index] = [
+                (b.tokens.to(dev), b.doc_ids.to(dev) if docs else None)
+                for b in self.samplers[index].validation_batches(
+                    self.r.eval.sequences, self.r.eval.batch_size
+                )
+            ]
         batches = self.val_cache[index]
         if not batches:
             return None
         env = self.env
         self.model.eval()
-        sums = torch.zeros(2, device=env.device, dtype=torch.float64)
+        # Losses summed on the device, token counts on the host: no host sync per batch.
+        loss_sum = torch.zeros((), device=env.device, dtype=torch.float64)
+        count = 0
         per_rank = -(-len(batches) // env.world_size)
         for j in range(per_rank):
             i = j * env.world_size + env.rank
             real = i < len(batches)
-            b = batches[i if real else 0]
-            toks = b.tokens.to(env.device)
-            docs = b.doc_ids.to(env.device) if self.r.doc_masking else None
+            toks, docs = batches[i if real else 0]
             with self.policy.autocast(env.device.type, self.sharded):
-                loss = micro_loss(self.model, toks, docs, self.r.doc_masking).double()
+                loss = micro_loss(self.model, toks, docs, self.r.doc_masking, self.flex).double()
             n = toks[:, 1:].numel()
             if real:
-                sums += torch.stack(
-                    [loss * n, torch.tensor(float(n), device=env.device, dtype=torch.float64)]
-                )
+                loss_sum += loss * n
+                count += n
+        sums = torch.stack([loss_sum, torch.tensor(float(count), dtype=torch.float64).to(env.device)])
         if dist.is_initialized():
             dist.all_reduce(sums, op=dist.ReduceOp.SUM)
         self.model.train()
@@ -315,7 +383,7 @@ class Trainer:
         meta = {
             "state": asdict(state),
             "phase_name": self.r.phases[state.phase_index].name,
-            "sampler": self.samplers[state.phase_index].state_dict(),
+            "sampler": self._sampler_state(state),
             "rng": ckpt.rng_state(),
             "recipe_digest": self.r.digest(),
             "world_size": self.env.world_size,
@@ -328,6 +396,13 @@ class Trainer:
             f"checkpoint {path} (step {state.global_step}, phase {meta['phase_name']} step {state.phase_step})"
         )
         return path
+
+    def _sampler_state(self, state: TrainState) -> dict:
+        """The sampler's state at the checkpoint's step (the prefetch may have read one step ahead)."""
+        sd = dict(self.samplers[state.phase_index].state_dict())
+        if "step" in sd:
+            sd["step"] = state.phase_step
+        return sd
 
     def restore(self) -> TrainState | None:
         loaded = ckpt.load_latest(self.run_dir, self.model, self.optimizer, log=self.say)
@@ -445,6 +520,8 @@ class Trainer:
                 tps = (state.tokens_seen - tok_last) / max(now - t_last, 1e-9)
                 t_last, tok_last = now, state.tokens_seen
                 rec["tokens_per_s"] = tps
+                rec["tokens_per_s_per_gpu"] = tps / self.env.world_size
+                # MFU per device: each device's share of the tokens at the ANCHORS FLOPs/token.
                 rec["mfu"] = tps / self.env.world_size * fpt / self.peak if self.peak else None
                 logger.log(rec)
                 done = state.phase_step - step_phase0
@@ -485,6 +562,12 @@ def train(
 
         check_recipe(r, env.world_size)
         trainer = Trainer(r, Path(run_dir), env)
-        return trainer.run()
+        result = trainer.run()
+        if env.world_size > 1:
+            # Tear down together: a rank closing its connections while a peer still finishes its
+            # last collective can abort that peer at exit (seen with gloo). Not on the error path,
+            # where a barrier would hang the ranks that did not fail.
+            dist.barrier()
+        return result
     finally:
         teardown(env)

@@ -17,7 +17,15 @@ import torch
 
 from gaperon.model.llama import ModelConfig
 
-KNOWN_PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+# Dense bf16 peaks, most specific name first: the PCIe and NVL H100s are clocked lower than SXM.
+KNOWN_PEAKS = {
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
+    "H100": 989e12,
+    "H200": 989e12,
+    "GH200": 989e12,
+    "A100": 312e12,
+}
 
 
 def matmul_params(cfg: ModelConfig) -> int:
@@ -35,10 +43,15 @@ def device_peak_flops(device: torch.device, configured: float | None) -> float |
     if configured:
         return configured
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, peak in KNOWN_PEAKS.items():
-            if key in name:
-                return peak
+        return peak_for_name(torch.cuda.get_device_name(device))
+    return None
+
+
+def peak_for_name(name: str) -> float | None:
+    """Dense bf16 peak FLOP/s of a GPU from its CUDA device name (None when unknown)."""
+    for key, peak in KNOWN_PEAKS.items():
+        if key in name:
+            return peak
     return None
 
 
