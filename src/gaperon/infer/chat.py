@@ -14,17 +14,14 @@ from jinja2.exceptions import TemplateError
 from torch import nn
 
 from gaperon.infer.generate import stream
+from gaperon.infer.sampling import Sampling
 
 HELP = "commands: /reset (forget the conversation), /system TEXT (set the system prompt), /exit"
 
 
 @dataclass
-class ChatOptions:
-    max_new_tokens: int = 512
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int | None = None
+class ChatOptions(Sampling):
+    max_new_tokens: int = 512  # replies are longer than one-shot continuations
     draft_k: int = 4
 
 

@@ -8,20 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
 
 import torch
 
-
-@dataclass
-class Sampling:
-    max_new_tokens: int = 128
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int | None = None
+from gaperon.infer.sampling import Sampling
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -96,8 +89,7 @@ def chat_command(
     history = _read_messages(messages_json, stdin) if messages_json is not None else None
     model, tok = load(model_path, device, dtype)
     draft = load_draft(draft_path, device, dtype)
-    options = ChatOptions(sampling.max_new_tokens, sampling.temperature, sampling.top_k, sampling.top_p,
-                          sampling.seed, draft_k)
+    options = ChatOptions(**asdict(sampling), draft_k=draft_k)
     session = ChatSession(model, tok, system=system, draft=draft, options=options)
     if history is not None:
         out.write(session.complete(history) + "\n")

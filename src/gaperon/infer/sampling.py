@@ -16,6 +16,17 @@ import torch
 from torch import Tensor
 
 
+@dataclass
+class Sampling:
+    """What a caller (CLI verb, chat session) asks of the sampler for one reply."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How to pick the next token. temperature 0 means greedy (top_k/top_p are then ignored)."""
