@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from tokenizer_helpers import SMALL_TOKENS, write_ranks
 
 
 @pytest.fixture(scope="session")
@@ -26,29 +27,6 @@ def meta():
 def reference(meta):
     """The tiktoken.Encoding: `encode_ordinary` is the ground truth for plain text."""
     return meta.model
-
-
-SMALL_TOKENS = [bytes([b]) for b in range(256)] + [
-    b"ab",
-    b"abc",
-    b" a",
-    b"cd",
-    b"abcd",
-    b"  ",
-    b"    ",
-    b"hi",
-    b" hi",
-    b"\n\n",
-    b"er",
-    b" ch",
-    b" cher",
-]
-
-
-def write_ranks(path, tokens) -> None:
-    import base64
-
-    path.write_text("".join(f"{base64.b64encode(t).decode()} {i}\n" for i, t in enumerate(tokens)))
 
 
 @pytest.fixture(scope="session")

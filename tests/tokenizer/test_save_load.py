@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_TOKENS, write_ranks
+from tokenizer_helpers import SMALL_TOKENS, write_ranks
 
 TEXTS = [
     "Hello world.",
