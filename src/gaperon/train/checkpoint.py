@@ -16,11 +16,13 @@ skipped for the previous one.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
 import shutil
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,13 +88,8 @@ def save(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     _barrier()
-    # One call: each get_state_dict walks every parameter (and for the optimizer, every state).
-    msd, osd = get_state_dict(model, optimizer if optimizer is not None else [])
-    state = {"model": msd}
-    if optimizer is not None:
-        state["optim"] = osd
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*assuming the intent is to")
+    state = _dcp_state(model, optimizer)
+    with _quiet_dcp():
         dcp.save(state, checkpoint_id=str(tmp))
     _barrier()
     if _rank() == 0:
@@ -162,17 +159,26 @@ def find_latest(run_dir: Path, log=print) -> tuple[Path, dict] | None:
 
 def load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
     """Collective: load model (and optimizer, when given) state in place, whatever the sharding."""
+    state = _dcp_state(model, optimizer)
+    with _quiet_dcp():
+        dcp.load(state, checkpoint_id=str(path))
+    set_state_dict(model, optimizer if optimizer is not None else [], model_state_dict=state["model"],
+                   optim_state_dict=state.get("optim", {}))
+
+
+def _dcp_state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
+    """What a checkpoint holds, as plain-named (possibly sharded) state dicts: saved and loaded alike.
+    One get_state_dict call: each walks every parameter (and, for the optimizer, every state)."""
     msd, osd = get_state_dict(model, optimizer if optimizer is not None else [])
-    state = {"model": msd}
-    if optimizer is not None:
-        state["optim"] = osd
+    return {"model": msd} if optimizer is None else {"model": msd, "optim": osd}
+
+
+@contextlib.contextmanager
+def _quiet_dcp() -> Iterator[None]:
+    """DCP warns on every single-process save/load that it assumes no process group is wanted."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*assuming the intent is to")
-        dcp.load(state, checkpoint_id=str(path))
-    if optimizer is not None:
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    else:
-        set_state_dict(model, [], model_state_dict=state["model"], optim_state_dict={})
+        yield
 
 
 def load_from(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, log=print) -> Loaded:
