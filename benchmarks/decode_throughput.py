@@ -43,10 +43,20 @@ def hf_twin(model, dtype):
 
     c = model.cfg
     cfg = LlamaConfig(
-        vocab_size=c.vocab_size, hidden_size=c.dim, intermediate_size=c.ffn_dim, num_hidden_layers=c.n_layers,
-        num_attention_heads=c.n_heads, num_key_value_heads=c.n_kv_heads, max_position_embeddings=c.max_seq_len,
-        rope_theta=c.rope_theta, rms_norm_eps=c.norm_eps, tie_word_embeddings=c.tie_embeddings,
-        attn_implementation="sdpa", bos_token_id=None, eos_token_id=None, pad_token_id=0,
+        vocab_size=c.vocab_size,
+        hidden_size=c.dim,
+        intermediate_size=c.ffn_dim,
+        num_hidden_layers=c.n_layers,
+        num_attention_heads=c.n_heads,
+        num_key_value_heads=c.n_kv_heads,
+        max_position_embeddings=c.max_seq_len,
+        rope_theta=c.rope_theta,
+        rms_norm_eps=c.norm_eps,
+        tie_word_embeddings=c.tie_embeddings,
+        attn_implementation="sdpa",
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=0,
     )
     device = next(model.parameters()).device
     default = torch.get_default_dtype()
@@ -56,7 +66,10 @@ def hf_twin(model, dtype):
             hf = LlamaForCausalLM(cfg)
     finally:
         torch.set_default_dtype(default)
-    state = {("lm_head.weight" if k == "lm_head.weight" else f"model.{k}"): v for k, v in model.state_dict().items()}
+    state = {
+        ("lm_head.weight" if k == "lm_head.weight" else f"model.{k}"): v
+        for k, v in model.state_dict().items()
+    }
     missing, unexpected = hf.load_state_dict(state, strict=False)
     missing = [k for k in missing if "rotary_emb" not in k]
     if missing or unexpected:  # a silent mismatch would benchmark a different model
@@ -81,8 +94,15 @@ def ours(engine, prompts, new_tokens: int, device) -> float:
 @torch.no_grad()
 def hf(model, prompts, new_tokens: int, device, **extra) -> float:
     x = torch.tensor(prompts, device=device)
-    kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0,
-              eos_token_id=None, attention_mask=torch.ones_like(x), **extra)
+    kw = dict(
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=0,
+        eos_token_id=None,
+        attention_mask=torch.ones_like(x),
+        **extra,
+    )
     sync(device)
     t0 = time.perf_counter()
     out = model.generate(x, **kw)
@@ -104,8 +124,12 @@ def main() -> None:
     ap.add_argument("--no-hf", action="store_true", help="skip the peer (ours only)")
     ap.add_argument("--no-compile", action="store_true", help="our decode step uncompiled (ablation)")
     ap.add_argument("--no-graphs", action="store_true", help="our decode step without CUDA graphs (ablation)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="CPU threads for torch (1 avoids OpenMP stalls on a busy machine)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (1 avoids OpenMP stalls on a busy machine)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -113,9 +137,16 @@ def main() -> None:
     from gaperon.infer.engine import Engine
     from gaperon.model import build, get_preset
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
+    dtype = (
+        getattr(torch, args.dtype)
+        if args.dtype
+        else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    )
     cfg = get_preset(args.preset)
     model = build(cfg, device="meta").to(dtype)  # meta: free; then allocate once, in the target dtype
     model.to_empty(device=device)
@@ -126,21 +157,47 @@ def main() -> None:
     on_cuda = device.type == "cuda"
     # ONE engine for every batch size (a batch of b uses slots 0..b-1): one compilation, and the
     # CUDA graphs of each (batch, KV-length) bucket are captured once.
-    engine = Engine(model, _SilentTokenizer(), max_batch=max(args.batch), max_len=max_len,
-                    cuda_graphs=on_cuda and not args.no_graphs, compile=on_cuda and not args.no_compile)
+    engine = Engine(
+        model,
+        _SilentTokenizer(),
+        max_batch=max(args.batch),
+        max_len=max_len,
+        cuda_graphs=on_cuda and not args.no_graphs,
+        compile=on_cuda and not args.no_compile,
+    )
     gen = torch.Generator().manual_seed(0)
-    print(json.dumps({"kind": "env", "device": str(device), "dtype": str(dtype), "preset": args.preset,
-                      "torch": torch.__version__, "threads": torch.get_num_threads(),
-                      "compile": engine._compiled, "cuda_graphs": engine._graphs is not None,
-                      "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None}))
-    print(f"{'batch':>5} {'ours tok/s':>11} {'HF tok/s':>10} {'ours/HF':>8}" + ("  HF static+compile" if args.hf_static else ""))
+    print(
+        json.dumps(
+            {
+                "kind": "env",
+                "device": str(device),
+                "dtype": str(dtype),
+                "preset": args.preset,
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "compile": engine._compiled,
+                "cuda_graphs": engine._graphs is not None,
+                "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+            }
+        )
+    )
+    print(
+        f"{'batch':>5} {'ours tok/s':>11} {'HF tok/s':>10} {'ours/HF':>8}"
+        + ("  HF static+compile" if args.hf_static else "")
+    )
     for b in args.batch:
         prompts = torch.randint(0, cfg.vocab_size, (b, args.prompt_len), generator=gen).tolist()
         ours(engine, prompts, args.new_tokens, device)  # warm-up: compiles, captures every KV bucket
         a = ours(engine, prompts, args.new_tokens, device)
-        row = {"kind": "decode", "preset": args.preset, "batch": b, "new_tokens": args.new_tokens,
-               "ours_tok_s": round(a, 1), "compiled": engine._compiled,
-               "graphs": len(engine._graphs.graphs) if engine._graphs is not None else 0}
+        row = {
+            "kind": "decode",
+            "preset": args.preset,
+            "batch": b,
+            "new_tokens": args.new_tokens,
+            "ours_tok_s": round(a, 1),
+            "compiled": engine._compiled,
+            "graphs": len(engine._graphs.graphs) if engine._graphs is not None else 0,
+        }
         line = f"{b:>5} {a:>11.1f}"
         if hf_model is not None:
             hf(hf_model, prompts, args.new_tokens, device)

@@ -37,10 +37,16 @@ def make_source(root: Path, name: str, tokens: int, seed: int) -> Path:
         n += len(doc)
     w.close_shard()
     val.close_shard()
-    atomic.write_json(folder / fmt.MANIFEST, {
-        "format": fmt.FORMAT, "version": fmt.VERSION, "source": name,
-        "tokenizer": {"name": "random", "identity": "random", "vocab_size": 128_256, "eos_id": 128_001},
-        "splits": {"train": fmt.split_summary(w.done), "val": fmt.split_summary(val.done)}})
+    atomic.write_json(
+        folder / fmt.MANIFEST,
+        {
+            "format": fmt.FORMAT,
+            "version": fmt.VERSION,
+            "source": name,
+            "tokenizer": {"name": "random", "identity": "random", "vocab_size": 128_256, "eos_id": 128_001},
+            "splits": {"train": fmt.split_summary(w.done), "val": fmt.split_summary(val.done)},
+        },
+    )
     return folder
 
 
@@ -58,9 +64,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         srcs = [make_source(root, n, args.tokens, i) for i, n in enumerate(("web", "code", "books"))]
-        phase = load_phase({"name": "bench", "seq_len": args.seq, "tokens": 10**12, "seed": 1,
-                            "sources": [{"name": p.name, "path": str(p), "weight": w}
-                                        for p, w in zip(srcs, (0.6, 0.3, 0.1))]})
+        phase = load_phase(
+            {
+                "name": "bench",
+                "seq_len": args.seq,
+                "tokens": 10**12,
+                "seed": 1,
+                "sources": [
+                    {"name": p.name, "path": str(p), "weight": w} for p, w in zip(srcs, (0.6, 0.3, 0.1))
+                ],
+            }
+        )
         t0 = time.perf_counter()
         sampler = MixtureSampler(phase, global_batch=args.batch)
         t_init = time.perf_counter() - t0
@@ -77,8 +91,8 @@ def main() -> None:
 
         def get_batch():  # nanoGPT train.py's loader
             ix = rng.integers(0, len(data) - args.seq - 1, size=args.batch)
-            x = torch.stack([torch.from_numpy(data[i: i + args.seq].astype(np.int64)) for i in ix])
-            y = torch.stack([torch.from_numpy(data[i + 1: i + 1 + args.seq].astype(np.int64)) for i in ix])
+            x = torch.stack([torch.from_numpy(data[i : i + args.seq].astype(np.int64)) for i in ix])
+            y = torch.stack([torch.from_numpy(data[i + 1 : i + 1 + args.seq].astype(np.int64)) for i in ix])
             return x, y
 
         get_batch()
@@ -88,11 +102,19 @@ def main() -> None:
         t_peer = (time.perf_counter() - t0) / len(steps)
 
     step_s = args.batch * args.seq / H100_TOKENS_PER_S
-    print(f"global batch {args.batch} x {args.seq} tokens, 3 sources x {args.tokens / 1e6:.0f}M tokens; "
-          f"sampler init {t_init * 1e3:.1f} ms")
-    print(f"MixtureSampler.batch(step)        {t_ours * 1e3:8.2f} ms  ({args.batch * args.seq / t_ours / 1e6:.0f}M tok/s)")
-    print(f"nanoGPT get_batch (iid, no mix)    {t_peer * 1e3:8.2f} ms  ours / peer = {t_ours / t_peer:.2f}x time")
-    print(f"share of one H100 gaperon-1b step ({step_s:.2f} s at {H100_TOKENS_PER_S:,} tok/s): {t_ours / step_s:.4%}")
+    print(
+        f"global batch {args.batch} x {args.seq} tokens, 3 sources x {args.tokens / 1e6:.0f}M tokens; "
+        f"sampler init {t_init * 1e3:.1f} ms"
+    )
+    print(
+        f"MixtureSampler.batch(step)        {t_ours * 1e3:8.2f} ms  ({args.batch * args.seq / t_ours / 1e6:.0f}M tok/s)"
+    )
+    print(
+        f"nanoGPT get_batch (iid, no mix)    {t_peer * 1e3:8.2f} ms  ours / peer = {t_ours / t_peer:.2f}x time"
+    )
+    print(
+        f"share of one H100 gaperon-1b step ({step_s:.2f} s at {H100_TOKENS_PER_S:,} tok/s): {t_ours / step_s:.4%}"
+    )
 
 
 if __name__ == "__main__":

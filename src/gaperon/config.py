@@ -15,11 +15,11 @@ from typing import Any, TypeVar
 
 import yaml
 
+from gaperon.errors import ConfigError
+
+__all__ = ["ConfigError", "apply_overrides", "from_dict", "load_yaml", "parse_override", "to_dict"]
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A bad config value; the message names the file and the dotted field."""
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -115,8 +115,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             )
         kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in value.items()}
         missing = [
-            n for n, f in fields.items()
-            if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            n
+            for n, f in fields.items()
+            if n not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
         ]
         if missing:
             raise ConfigError(f"{where}: missing required field(s) {', '.join(missing)}")

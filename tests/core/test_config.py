@@ -31,8 +31,14 @@ class Outer:
 def test_nested_dataclasses_and_coercions():
     cfg = from_dict(
         Outer,
-        {"name": "x", "steps": 3.0, "betas": [0.8, 0.9], "inner": {"lr": "3e-4", "kind": "cosine"},
-         "items": [{"lr": 1}], "out": "runs/a"},
+        {
+            "name": "x",
+            "steps": 3.0,
+            "betas": [0.8, 0.9],
+            "inner": {"lr": "3e-4", "kind": "cosine"},
+            "items": [{"lr": 1}],
+            "out": "runs/a",
+        },
     )
     assert cfg.steps == 3 and isinstance(cfg.steps, int)
     assert cfg.betas == (0.8, 0.9)
@@ -67,8 +73,12 @@ def test_errors_name_the_field(data, message):
 def test_overrides_set_nested_keys_and_list_items():
     data = {"train": {"lr": 1.0}, "phases": [{"steps": 1}, {"steps": 2}]}
     out = apply_overrides(data, ["train.lr=3e-4", "phases.1.steps=7", "new.key=[1, 2]", "name=a=b"])
-    assert out == {"train": {"lr": 3e-4}, "phases": [{"steps": 1}, {"steps": 7}], "new": {"key": [1, 2]},
-                   "name": "a=b"}
+    assert out == {
+        "train": {"lr": 3e-4},
+        "phases": [{"steps": 1}, {"steps": 7}],
+        "new": {"key": [1, 2]},
+        "name": "a=b",
+    }
     assert data["train"]["lr"] == 1.0  # the input is not modified
     assert parse_override("a.b=true") == (["a", "b"], True)
     for bad in ["novalue", "=3", "phases.5.steps=1", "train.lr.x=1"]:

@@ -35,7 +35,11 @@ class ByteTokenizer:
 def write_jsonl(path: Path, records: list, compress: str | None = None) -> Path:
     lines = []
     for r in records:
-        lines.append(r if isinstance(r, bytes) else (r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)).encode())
+        lines.append(
+            r
+            if isinstance(r, bytes)
+            else (r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)).encode()
+        )
     blob = b"\n".join(lines) + b"\n"
     if compress == "gz":
         blob = gzip.compress(blob)
@@ -47,11 +51,15 @@ def write_jsonl(path: Path, records: list, compress: str | None = None) -> Path:
 
 def make_docs(n: int, lang: str = "fr", seed: int = 0) -> list[dict]:
     """Varied documents (distinct texts, lengths 1-40 sentences)."""
-    words = ("le chat mange une pomme rouge sous la pluie tandis que the quick brown fox jumps over "
-             "lazy dogs été déjà garçon naïve café").split()
+    words = (
+        "le chat mange une pomme rouge sous la pluie tandis que the quick brown fox jumps over "
+        "lazy dogs été déjà garçon naïve café"
+    ).split()
     docs = []
     for i in range(n):
         k = (i * 7919 + seed * 31) % 97
         sent = " ".join(words[(k + j) % len(words)] for j in range(5 + k % 11))
-        docs.append({"text": f"Doc {seed}-{i}. " + (sent + ". ") * (1 + k % 40), "lang": lang, "source": "test"})
+        docs.append(
+            {"text": f"Doc {seed}-{i}. " + (sent + ". ") * (1 + k % 40), "lang": lang, "source": "test"}
+        )
     return docs

@@ -20,8 +20,24 @@ def test_tokenize_then_stats_then_phase(tmp_path, corpus, capsys, llama3):
     assert main(["tokenize", str(fr), "--out", str(tmp_path / "fr"), "--quiet", "--val-fraction", "0.1"]) == 0
     out = capsys.readouterr().out
     assert "train" in out and "val" in out and "llama3" in out and "non_string_text" in out
-    assert main(["tokenize", str(en), "--out", str(tmp_path / "en"), "--quiet", "--workers", "2",
-                 "--source", "english", "--shard-tokens", "2000"]) == 0
+    assert (
+        main(
+            [
+                "tokenize",
+                str(en),
+                "--out",
+                str(tmp_path / "en"),
+                "--quiet",
+                "--workers",
+                "2",
+                "--source",
+                "english",
+                "--shard-tokens",
+                "2000",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["data", "stats", str(tmp_path / "fr"), str(tmp_path / "en")]) == 0
     out = capsys.readouterr().out
@@ -29,9 +45,11 @@ def test_tokenize_then_stats_then_phase(tmp_path, corpus, capsys, llama3):
     assert any(r[:3] == ["fr", "train", "fr"] for r in lines)
     assert any(r[:3] == ["english", "val", "en"] for r in lines)
     mix = tmp_path / "mix.yaml"
-    mix.write_text(f"name: demo\nseq_len: 64\ntokens: 100k\nsources:\n"
-                   f"  - {{name: fr, path: {tmp_path / 'fr'}, weight: 1}}\n"
-                   f"  - {{name: en, path: {tmp_path / 'en'}, weight: 3}}\n")
+    mix.write_text(
+        f"name: demo\nseq_len: 64\ntokens: 100k\nsources:\n"
+        f"  - {{name: fr, path: {tmp_path / 'fr'}, weight: 1}}\n"
+        f"  - {{name: en, path: {tmp_path / 'en'}, weight: 3}}\n"
+    )
     assert main(["data", "phase", str(mix), "--global-batch", "4"]) == 0
     out = capsys.readouterr().out
     assert "phase demo" in out and "75.00%" in out and "25.00%" in out

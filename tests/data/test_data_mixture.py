@@ -43,24 +43,37 @@ def test_token_counts():
 
 def _base(tmp_path):
     (tmp_path / "a").mkdir(exist_ok=True)
-    return {"name": "p", "seq_len": 16, "tokens": 1000, "seed": 1,
-            "sources": [{"name": "a", "path": str(tmp_path / "a"), "weight": 1},
-                        {"name": "b", "path": str(tmp_path / "a"), "weight": 3}]}
+    return {
+        "name": "p",
+        "seq_len": 16,
+        "tokens": 1000,
+        "seed": 1,
+        "sources": [
+            {"name": "a", "path": str(tmp_path / "a"), "weight": 1},
+            {"name": "b", "path": str(tmp_path / "a"), "weight": 3},
+        ],
+    }
 
 
-@pytest.mark.parametrize("change, field", [
-    (lambda d: d["sources"][1].update(weight=-1), r"sources\[1\]\.weight"),
-    (lambda d: d["sources"][1].update(weight="heavy"), r"sources\[1\]\.weight"),
-    (lambda d: [s.update(weight=0) for s in d["sources"]], r"sources: weights must sum to > 0"),
-    (lambda d: d.update(seq_len=0), r"seq_len: must be > 0"),
-    (lambda d: d.update(tokens=-5), r"tokens: must be > 0"),
-    (lambda d: d.update(tokens="many"), r"tokens"),
-    (lambda d: d["sources"][0].update(path="/no/such/folder"), r"sources\[0\]\.path: /no/such/folder does not exist"),
-    (lambda d: d["sources"][1].update(name="a"), r"sources\[1\]\.name: 'a' appears twice"),
-    (lambda d: d.update(sources=[]), r"sources: must list"),
-    (lambda d: d.update(mix="x"), r"unknown field\(s\) mix"),
-    (lambda d: d["sources"][0].pop("weight"), r"sources\[0\]: missing required field\(s\) weight"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (lambda d: d["sources"][1].update(weight=-1), r"sources\[1\]\.weight"),
+        (lambda d: d["sources"][1].update(weight="heavy"), r"sources\[1\]\.weight"),
+        (lambda d: [s.update(weight=0) for s in d["sources"]], r"sources: weights must sum to > 0"),
+        (lambda d: d.update(seq_len=0), r"seq_len: must be > 0"),
+        (lambda d: d.update(tokens=-5), r"tokens: must be > 0"),
+        (lambda d: d.update(tokens="many"), r"tokens"),
+        (
+            lambda d: d["sources"][0].update(path="/no/such/folder"),
+            r"sources\[0\]\.path: /no/such/folder does not exist",
+        ),
+        (lambda d: d["sources"][1].update(name="a"), r"sources\[1\]\.name: 'a' appears twice"),
+        (lambda d: d.update(sources=[]), r"sources: must list"),
+        (lambda d: d.update(mix="x"), r"unknown field\(s\) mix"),
+        (lambda d: d["sources"][0].pop("weight"), r"sources\[0\]: missing required field\(s\) weight"),
+    ],
+)
 def test_bad_phase_values_name_the_field(tmp_path, change, field):
     data = _base(tmp_path)
     change(data)

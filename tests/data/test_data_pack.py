@@ -37,14 +37,21 @@ def _documents(root: Path, split: str, decode) -> list[str]:
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.bin")) + sorted(root.rglob("*.idx"))}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*.bin")) + sorted(root.rglob("*.idx"))
+    }
 
 
 def test_round_trip_with_the_real_tokenizer(tmp_path, llama3):
     docs = make_docs(120, "fr") + make_docs(60, "en", seed=1)
     src = write_jsonl(tmp_path / "in.jsonl.zst", docs, "zst")
-    m = tokenize([src], tmp_path / "out", TokenizeOptions(tokenizer="llama3", shard_tokens=3000, val_fraction=0.05),
-                 progress=False)
+    m = tokenize(
+        [src],
+        tmp_path / "out",
+        TokenizeOptions(tokenizer="llama3", shard_tokens=3000, val_fraction=0.05),
+        progress=False,
+    )
     assert m["tokenizer"]["identity"] == llama3.identity() and m["source"] == "out"
     train = _documents(tmp_path / "out", "train", lambda ids: llama3.decode(ids))
     val = _documents(tmp_path / "out", "val", lambda ids: llama3.decode(ids))
@@ -79,10 +86,10 @@ class Boom(Exception):
 
 def test_interrupted_run_resumes_into_identical_shards(tmp_path):
     tok = ByteTokenizer()
-    src = write_jsonl(tmp_path / "in.jsonl", [
-        {**d, "dup": 1 + i % 3} for i, d in enumerate(make_docs(200))
-    ])
-    opts = TokenizeOptions(tokenizer=tok, shard_tokens=40000, val_fraction=0.1, repeat_field="dup", batch_docs=7)
+    src = write_jsonl(tmp_path / "in.jsonl", [{**d, "dup": 1 + i % 3} for i, d in enumerate(make_docs(200))])
+    opts = TokenizeOptions(
+        tokenizer=tok, shard_tokens=40000, val_fraction=0.1, repeat_field="dup", batch_docs=7
+    )
     ref = tokenize([src], tmp_path / "ref", opts, progress=False)
 
     seen = []
@@ -112,8 +119,12 @@ def test_rehydrated_documents_are_emitted_repeat_times_but_once_in_val(tmp_path)
     tok = ByteTokenizer()
     docs = [{"text": f"document number {i}", "n": 3} for i in range(40)]
     src = write_jsonl(tmp_path / "in.jsonl", docs)
-    m = tokenize([src], tmp_path / "out", TokenizeOptions(tokenizer=tok, repeat_field="n", val_fraction=0.1),
-                 progress=False)
+    m = tokenize(
+        [src],
+        tmp_path / "out",
+        TokenizeOptions(tokenizer=tok, repeat_field="n", val_fraction=0.1),
+        progress=False,
+    )
     train = _documents(tmp_path / "out", "train", tok.decode)
     val = _documents(tmp_path / "out", "val", tok.decode)
     assert len(val) >= 1 and len(train) == 3 * (40 - len(val))
@@ -164,10 +175,17 @@ def test_bad_file_is_reported_before_any_shard_is_written(tmp_path):
 
 def test_manifest_records_reader_report_and_format(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", [*make_docs(10), b"{bad", {"text": ""}])
-    tokenize([src], tmp_path / "out", TokenizeOptions(tokenizer=ByteTokenizer(), source="web-fr"), progress=False)
+    tokenize(
+        [src], tmp_path / "out", TokenizeOptions(tokenizer=ByteTokenizer(), source="web-fr"), progress=False
+    )
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert m["format"] == "gaperon-tokens" and m["version"] == 1 and m["source"] == "web-fr"
-    assert m["tokenizer"] == {"name": "bytes", "identity": "byte-tokenizer-v1", "vocab_size": 257, "eos_id": 256}
+    assert m["tokenizer"] == {
+        "name": "bytes",
+        "identity": "byte-tokenizer-v1",
+        "vocab_size": 257,
+        "eos_id": 256,
+    }
     assert m["reader"]["skipped"] == {"malformed_json": 1, "empty_text": 1}
     assert m["reader"]["first"]["malformed_json"].endswith("in.jsonl:11")
 
@@ -203,12 +221,21 @@ def test_fast_safety_check_agrees_with_the_tokenizers_own():
 def test_encoder_gives_the_ids_of_encode_batch(llama3):
     from gaperon.data.pack import _Encoder
 
-    texts = ["Bonjour le monde.", "x <|end_of_text|> y <|begin_of_text|>", "lone \ud800 surrogate",
-             "a" * 25_000 + " then text", "mot " * 6_000, " ", "def f(x):\n    return x  # code\n"]
+    texts = [
+        "Bonjour le monde.",
+        "x <|end_of_text|> y <|begin_of_text|>",
+        "lone \ud800 surrogate",
+        "a" * 25_000 + " then text",
+        "mot " * 6_000,
+        " ",
+        "def f(x):\n    return x  # code\n",
+    ]
     want = [i for ids in llama3.encode_batch(texts, eos=True) for i in ids]
     encoder = _Encoder(llama3)
     flat, lengths = encoder(texts)
-    assert flat.dtype == np.dtype("<u4") and lengths.tolist() == [len(ids) + 1 for ids in llama3.encode_batch(texts)]
+    assert flat.dtype == np.dtype("<u4") and lengths.tolist() == [
+        len(ids) + 1 for ids in llama3.encode_batch(texts)
+    ]
     assert flat.tolist() == want
     encoder.to_numpy = None  # tiktoken < 0.8 has no encode_to_numpy
     assert encoder(texts)[0].tolist() == want
@@ -232,7 +259,9 @@ def test_writing_runs_of_documents_gives_the_same_shards_as_one_by_one(tmp_path)
             a.add(flat[start:end], langs[k], 1000 + k, 0)
             start = end
         for lo, hi in ((0, 1), (1, 2), (2, 77), (77, 78), (78, 300)):  # runs of 1 to 222 documents
-            b.add_run(flat, ends[lo - 1] if lo else 0, ends[lo:hi], langs[lo:hi], list(range(1000 + lo, 1000 + hi)))
+            b.add_run(
+                flat, ends[lo - 1] if lo else 0, ends[lo:hi], langs[lo:hi], list(range(1000 + lo, 1000 + hi))
+            )
         a.close_shard()
         b.close_shard()
         assert a.done == b.done and len(a.done) >= (2 if shard_tokens < 10_000 else 1)
@@ -248,8 +277,12 @@ def test_a_read_error_mid_stream_stops_the_run_cleanly(tmp_path):
     blob.write_bytes(data[: len(data) * 2 // 3])  # a truncated download: fine at first, corrupt later
     out = tmp_path / "out"
     with pytest.raises(DataError, match="x.jsonl.gz"):
-        tokenize([blob], out, TokenizeOptions(tokenizer=ByteTokenizer(), val_fraction=0.5, shard_tokens=2000,
-                                               batch_docs=8), progress=False)
+        tokenize(
+            [blob],
+            out,
+            TokenizeOptions(tokenizer=ByteTokenizer(), val_fraction=0.5, shard_tokens=2000, batch_docs=8),
+            progress=False,
+        )
     assert (out / "progress.json").exists() and not list(out.rglob(".*tmp-*"))
     assert not [t for t in threading.enumerate() if t.name == "gaperon-tokenize-reader"]
 
@@ -265,5 +298,8 @@ def test_held_out_choice_does_not_depend_on_how_much_is_read_ahead(tmp_path, mon
     scanned = tokenize([src], tmp_path / "scanned", opts, progress=False)
     assert _files(tmp_path / "kept") == _files(tmp_path / "scanned")
     assert kept["splits"] == scanned["splits"] and kept["reader"] == scanned["reader"]
-    assert kept["reader"]["documents"] == 100 and kept["reader"]["skipped"] == {"malformed_json": 1, "empty_text": 1}
+    assert kept["reader"]["documents"] == 100 and kept["reader"]["skipped"] == {
+        "malformed_json": 1,
+        "empty_text": 1,
+    }
     assert kept["splits"]["val"]["documents"] >= 1

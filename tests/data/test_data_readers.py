@@ -29,23 +29,32 @@ def test_jsonl_formats_yield_the_same_documents(tmp_path, compress):
 
 
 def test_every_bad_record_is_counted_with_its_first_location(tmp_path):
-    path = write_jsonl(tmp_path / "bad.jsonl", [
-        {"text": "good one"},
-        b"{not json",
-        b'{"text": "caf\xe9 latin-1"}',
-        {"title": "no text"},
-        {"text": 42},
-        {"text": "   \n"},
-        "[1, 2]",
-        b"{broken again",
-        {"text": "good two", "lang": "en"},
-    ])
+    path = write_jsonl(
+        tmp_path / "bad.jsonl",
+        [
+            {"text": "good one"},
+            b"{not json",
+            b'{"text": "caf\xe9 latin-1"}',
+            {"title": "no text"},
+            {"text": 42},
+            {"text": "   \n"},
+            "[1, 2]",
+            b"{broken again",
+            {"text": "good two", "lang": "en"},
+        ],
+    )
     report = ReaderReport()
     got = list(read_documents([path], report=report))
     assert [d["text"] for d in got] == ["good one", "good two"]
     assert got[1]["lang"] == "en" and got[0]["lang"] == "unknown"
-    assert report.skipped == {"malformed_json": 2, "invalid_utf8": 1, "missing_text": 1,
-                              "non_string_text": 1, "empty_text": 1, "not_an_object": 1}
+    assert report.skipped == {
+        "malformed_json": 2,
+        "invalid_utf8": 1,
+        "missing_text": 1,
+        "non_string_text": 1,
+        "empty_text": 1,
+        "not_an_object": 1,
+    }
     assert report.first["malformed_json"] == f"{path}:2"
     assert report.first["invalid_utf8"] == f"{path}:3"
     assert report.first["missing_text"] == f"{path}:4"
@@ -128,8 +137,13 @@ def test_multi_frame_zst_reads_every_frame(tmp_path):
 
 
 def test_parquet_with_repeat_column_and_bad_values(tmp_path):
-    table = pa.table({"content": ["un", None, "trois", "quatre"], "dup": [2, 1, -1, None],
-                      "lang": ["fr", "fr", "fr", "fr"]})
+    table = pa.table(
+        {
+            "content": ["un", None, "trois", "quatre"],
+            "dup": [2, 1, -1, None],
+            "lang": ["fr", "fr", "fr", "fr"],
+        }
+    )
     path = tmp_path / "x.parquet"
     pq.write_table(table, path)
     report = ReaderReport()
@@ -142,19 +156,24 @@ def test_parquet_with_repeat_column_and_bad_values(tmp_path):
 
 
 def test_rehydration_by_nested_field_and_by_function(tmp_path):
-    path = write_jsonl(tmp_path / "x.jsonl", [
-        {"body": {"text": "a"}, "meta": {"dup": 3}},
-        {"body": {"text": "bb"}, "meta": {"dup": 0}},
-        {"body": {"text": "ccc"}, "meta": {}},
-        {"body": {"text": "dddd"}, "meta": {"dup": "many"}},
-    ])
+    path = write_jsonl(
+        tmp_path / "x.jsonl",
+        [
+            {"body": {"text": "a"}, "meta": {"dup": 3}},
+            {"body": {"text": "bb"}, "meta": {"dup": 0}},
+            {"body": {"text": "ccc"}, "meta": {}},
+            {"body": {"text": "dddd"}, "meta": {"dup": "many"}},
+        ],
+    )
     report = ReaderReport()
     got = list(read_documents([path], ReadOptions(text_field="body.text", repeat_field="meta.dup"), report))
     assert [(d["text"], d["repeat"]) for d in got] == [("a", 3), ("ccc", 1)]
     assert report.skipped == {"zero_repeat": 1, "bad_repeat": 1}
     by_len = ReadOptions(text_field="body.text", repeat_fn=lambda d: len(d["text"]))
     assert [d["repeat"] for d in read_documents([path], by_len)] == [1, 2, 3, 4]
-    doubled = ReadOptions(text_field="body.text", repeat_field="meta.dup", repeat_fn=lambda d: 2 * d["repeat"])
+    doubled = ReadOptions(
+        text_field="body.text", repeat_field="meta.dup", repeat_fn=lambda d: 2 * d["repeat"]
+    )
     report = ReaderReport()
     assert [d["repeat"] for d in read_documents([path], doubled, report)] == [6, 2]
     assert report.skipped == {"zero_repeat": 1, "bad_repeat": 1}

@@ -25,16 +25,27 @@ def folders(tmp_path_factory):
     out = {}
     for name, n, lang in (("fr", 120, "fr"), ("en", 60, "en"), ("tiny", 3, "code")):
         src = write_jsonl(root / f"{name}.jsonl", make_docs(n, lang, seed=len(name)))
-        tokenize([src], root / name, TokenizeOptions(tokenizer=ByteTokenizer(), shard_tokens=5000, val_fraction=0.05),
-                 progress=False)
+        tokenize(
+            [src],
+            root / name,
+            TokenizeOptions(tokenizer=ByteTokenizer(), shard_tokens=5000, val_fraction=0.05),
+            progress=False,
+        )
         out[name] = root / name
     return out
 
 
 def _phase(folders, weights=None, tokens=200_000, seed=3, name="p", seq=SEQ):
     weights = weights or {"fr": 5, "en": 3, "tiny": 2}
-    return load_phase({"name": name, "seq_len": seq, "tokens": tokens, "seed": seed,
-                       "sources": [{"name": n, "path": str(folders[n]), "weight": w} for n, w in weights.items()]})
+    return load_phase(
+        {
+            "name": name,
+            "seq_len": seq,
+            "tokens": tokens,
+            "seed": seed,
+            "sources": [{"name": n, "path": str(folders[n]), "weight": w} for n, w in weights.items()],
+        }
+    )
 
 
 def _train_stream(folder, split="train"):
@@ -51,7 +62,7 @@ def test_batch_rows_are_aligned_windows_with_document_ids(folders):
     streams = {i: _train_stream(folders[n]) for i, n in enumerate(s.names)}
     for row, ids, src in zip(b.tokens.numpy(), b.doc_ids.numpy(), b.source_ids):
         st = streams[src]
-        hits = [a for a in range(0, len(st) - SEQ, SEQ) if np.array_equal(st[a: a + SEQ + 1], row)]
+        hits = [a for a in range(0, len(st) - SEQ, SEQ) if np.array_equal(st[a : a + SEQ + 1], row)]
         assert hits, "each row is a seq_len-aligned window of its source's train tokens"
         # a new document starts right after each EOS (id 256)
         expected = np.concatenate([[0], np.cumsum(row[:-1] == ByteTokenizer.eos_id)])
@@ -128,7 +139,7 @@ def test_exhausted_source_is_repeated_with_a_warning_and_a_new_order(folders, ca
         starts += at[src == tiny].tolist()
         step += 1
     assert sorted(starts[:n]) == [w * SEQ for w in range(n)]  # one epoch sees every window once
-    assert sorted(starts[n: 2 * n]) == sorted(starts[:n]) and starts[n: 2 * n] != starts[:n]  # reshuffled
+    assert sorted(starts[n : 2 * n]) == sorted(starts[:n]) and starts[n : 2 * n] != starts[:n]  # reshuffled
     ep = s.epochs(step)
     assert ep["tiny"] >= 2 and ep["fr"] < ep["tiny"]
     assert s.epochs(0) == {"fr": 0.0, "en": 0.0, "tiny": 0.0}
@@ -178,7 +189,7 @@ def test_validation_batches_come_from_val_splits_deterministically(folders):
     for b in v1:
         for row, src in zip(b.tokens.numpy(), b.source_ids):
             val = _train_stream(folders[s.names[src]], "val")
-            assert any(np.array_equal(val[a: a + 17], row) for a in range(0, len(val) - 16, 16))
+            assert any(np.array_equal(val[a : a + 17], row) for a in range(0, len(val) - 16, 16))
 
 
 def test_bad_sampler_arguments(folders):
@@ -200,5 +211,5 @@ def test_windows_across_shard_boundaries_read_right(folders):
     for a in list(range(0, len(stream) - 100, 37)) + [int(view.starts[1]) - 3, int(view.starts[1])]:
         out, marks = np.empty(100, np.uint32), np.zeros(100, np.int32)
         view.read(a, 100, out, marks)
-        assert np.array_equal(out, stream[a: a + 100])
+        assert np.array_equal(out, stream[a : a + 100])
         assert np.array_equal(np.cumsum(marks), np.concatenate([[0], np.cumsum(out[:-1] == 256)]))

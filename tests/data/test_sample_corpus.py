@@ -54,7 +54,10 @@ def _marker_shares(text: str) -> tuple[float, float]:
     words = [w.lower() for w in re.findall(r"[^\W\d_]+", text)]
     if not words:
         return 0.0, 0.0
-    return (sum(w in FR_MARKERS for w in words) / len(words), sum(w in EN_MARKERS for w in words) / len(words))
+    return (
+        sum(w in FR_MARKERS for w in words) / len(words),
+        sum(w in EN_MARKERS for w in words) / len(words),
+    )
 
 
 def test_checksums_match_sha256sums() -> None:
@@ -207,7 +210,9 @@ End Sub</code></pre><table><tr><td>a</td><td>b</td></tr></table>
     p.feed(page)
     p.close()
     assert p.title == "T"
-    assert p.text() == "Titre\n\nUn paragraphe sur deux lignes.\n\n- point\n\nSub A\n    x = 1\nEnd Sub\n\na | b"
+    assert (
+        p.text() == "Titre\n\nUn paragraphe sur deux lignes.\n\n- point\n\nSub A\n    x = 1\nEnd Sub\n\na | b"
+    )
 
 
 def test_rst_to_text_drops_sphinx_machinery(build) -> None:

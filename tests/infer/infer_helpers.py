@@ -25,9 +25,13 @@ class ByteTokenizer:
         self.vocab_size = 261
         self.chat_template = "chatml"
 
-    def encode(self, text: str, bos: bool = False, eos: bool = False, allow_special: bool = False) -> list[int]:
+    def encode(
+        self, text: str, bos: bool = False, eos: bool = False, allow_special: bool = False
+    ) -> list[int]:
         ids = [self.bos_id] if bos else []
-        parts = re.split("(" + "|".join(map(re.escape, self.SPECIALS)) + ")", text) if allow_special else [text]
+        parts = (
+            re.split("(" + "|".join(map(re.escape, self.SPECIALS)) + ")", text) if allow_special else [text]
+        )
         for part in parts:
             if part in self.SPECIALS:
                 ids.append(self.SPECIALS.index(part))
@@ -62,8 +66,15 @@ class ScriptedModel(nn.Module):
 
     def __init__(self, script: list[int], prompt_len: int, vocab_size: int = 512, max_seq_len: int = 256):
         super().__init__()
-        self.cfg = ModelConfig(vocab_size=vocab_size, dim=8, n_layers=1, n_heads=1, n_kv_heads=1, ffn_dim=8,
-                               max_seq_len=max_seq_len)
+        self.cfg = ModelConfig(
+            vocab_size=vocab_size,
+            dim=8,
+            n_layers=1,
+            n_heads=1,
+            n_kv_heads=1,
+            ffn_dim=8,
+            max_seq_len=max_seq_len,
+        )
         self.script, self.prompt_len = script, prompt_len
         self.dummy = nn.Parameter(torch.zeros(1))
         self.lm_head = nn.Identity()

@@ -77,8 +77,12 @@ def test_cli_chat_messages_and_generate(fake_load, micro, tok, capsys):
 
 
 def test_cli_chat_messages_json_on_stdin(fake_load, micro, tok, capsys, monkeypatch):
-    msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "q1"},
-            {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"}]
+    msgs = [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "q2"},
+    ]
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(msgs)))
     assert main(["chat", "m.gguf", "--messages", "-", "--max-new-tokens", "5"]) == 0
     expected = generate(micro, tok, tok.encode_chat(msgs), max_new_tokens=5).text
@@ -129,8 +133,11 @@ def test_cli_serve_builds_the_app(fake_load, monkeypatch):
         assert client.get("/v1/models").status_code == 401
         r = client.get("/v1/models", headers={"Authorization": "Bearer k"})
         assert r.json()["data"][0]["id"] == "model"
-        r = client.post("/v1/completions", headers={"Authorization": "Bearer k"},
-                        json={"model": "model", "prompt": "hi", "max_tokens": 3, "temperature": 0})
+        r = client.post(
+            "/v1/completions",
+            headers={"Authorization": "Bearer k"},
+            json={"model": "model", "prompt": "hi", "max_tokens": 3, "temperature": 0},
+        )
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 3
 
 

@@ -205,7 +205,8 @@ def test_compile_failure_falls_back_to_the_plain_step(micro, tok):
 
     engine._decode_fn, engine._compiled = broken, True
     assert [r.ids for r in engine.generate(prompts, max_new_tokens=8, stop_ids=())] == _reference(
-        micro, tok, prompts, 8)
+        micro, tok, prompts, 8
+    )
     assert not engine._compiled
 
 

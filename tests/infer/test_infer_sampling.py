@@ -6,8 +6,15 @@ from gaperon.infer.sampling import SamplingParams, filtered_probs, make_generato
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"temperature": -0.1}, {"temperature": float("nan")}, {"top_k": -1}, {"top_p": 0.0}, {"top_p": 1.5},
-     {"seed": 1.5}, {"temperature": True}],
+    [
+        {"temperature": -0.1},
+        {"temperature": float("nan")},
+        {"top_k": -1},
+        {"top_p": 0.0},
+        {"top_p": 1.5},
+        {"seed": 1.5},
+        {"temperature": True},
+    ],
 )
 def test_bad_params_are_rejected(kwargs):
     with pytest.raises(ValueError):
@@ -34,8 +41,11 @@ def test_top_k_one_and_tiny_top_p_are_greedy():
 
 def test_filtered_probs_top_k_and_top_p_per_row():
     logits = _logits(v=20)
-    params = [SamplingParams(temperature=1.0, top_k=5), SamplingParams(temperature=1.0, top_p=0.5),
-              SamplingParams(temperature=0.7)]
+    params = [
+        SamplingParams(temperature=1.0, top_k=5),
+        SamplingParams(temperature=1.0, top_p=0.5),
+        SamplingParams(temperature=0.7),
+    ]
     probs = filtered_probs(logits, params)
     assert torch.allclose(probs.sum(-1), torch.ones(3))
     assert int((probs[0] > 0).sum()) == 5
@@ -54,11 +64,17 @@ def test_seeded_sampling_is_reproducible_and_independent_of_batch_mates():
     assert alone[0] == alone[1]
     # Same row, same seed, different batch mates (with different params and seeds): same token, many steps.
     g_alone, g_batch = make_generator(7, "cpu"), make_generator(7, "cpu")
-    mates = [SamplingParams(temperature=0.5, seed=1), SamplingParams(), SamplingParams(temperature=2.0, top_k=3)]
+    mates = [
+        SamplingParams(temperature=0.5, seed=1),
+        SamplingParams(),
+        SamplingParams(temperature=2.0, top_k=3),
+    ]
     mate_gens = [make_generator(i, "cpu") for i in (1, 2, 3)]
     for _ in range(20):
         a = int(sample(logits[2:3], [p], [g_alone])[0])
-        b = sample(logits, [mates[0], mates[1], p, mates[2]], [mate_gens[0], mate_gens[1], g_batch, mate_gens[2]])
+        b = sample(
+            logits, [mates[0], mates[1], p, mates[2]], [mate_gens[0], mate_gens[1], g_batch, mate_gens[2]]
+        )
         assert a == int(b[2])
 
 

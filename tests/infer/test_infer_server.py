@@ -44,8 +44,16 @@ def test_chat_non_streaming_and_streaming(client, model, tok):
     assert r.choices[0].finish_reason == ("length" if ref.finish_reason == "length" else "stop")
     assert r.usage.prompt_tokens == len(tok.encode_chat(msgs))
     assert r.usage.completion_tokens == len(ref.ids)
-    chunks = list(client.chat.completions.create(model=NAME, messages=msgs, max_tokens=12, temperature=0,
-                                                 stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model=NAME,
+            messages=msgs,
+            max_tokens=12,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == ref.text
@@ -57,8 +65,9 @@ def test_completions_non_streaming_and_streaming(client, model, tok):
     ref = generate(model, tok, tok.encode("Once upon"), max_new_tokens=10)
     r = client.completions.create(model=NAME, prompt="Once upon", max_tokens=10, temperature=0)
     assert r.choices[0].text == ref.text and r.usage.completion_tokens == len(ref.ids)
-    chunks = list(client.completions.create(model=NAME, prompt="Once upon", max_tokens=10, temperature=0,
-                                            stream=True))
+    chunks = list(
+        client.completions.create(model=NAME, prompt="Once upon", max_tokens=10, temperature=0, stream=True)
+    )
     assert "".join(c.choices[0].text for c in chunks) == ref.text
     ids = client.completions.create(model=NAME, prompt=tok.encode("Once upon"), max_tokens=10, temperature=0)
     assert ids.choices[0].text == ref.text
@@ -95,7 +104,9 @@ def test_concurrent_requests_are_batched_and_correct(served, client, model, tok)
                 r = client.completions.create(model=NAME, prompt=prompts[i], max_tokens=24, temperature=0)
                 results[i] = r.choices[0].text
             else:
-                s = client.completions.create(model=NAME, prompt=prompts[i], max_tokens=24, temperature=0, stream=True)
+                s = client.completions.create(
+                    model=NAME, prompt=prompts[i], max_tokens=24, temperature=0, stream=True
+                )
                 results[i] = "".join(c.choices[0].text for c in s)
         except Exception as e:  # noqa: BLE001
             errors.append(e)
@@ -117,10 +128,20 @@ BAD = [
     ("/v1/chat/completions", "{not json", 400, None),
     ("/v1/chat/completions", "[1, 2]", 400, None),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}, 400, "model"),
-    ("/v1/chat/completions", {"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}, 404, "model"),
+    (
+        "/v1/chat/completions",
+        {"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]},
+        404,
+        "model",
+    ),
     ("/v1/chat/completions", {"model": NAME}, 400, "messages"),
     ("/v1/chat/completions", {"model": NAME, "messages": []}, 400, "messages"),
-    ("/v1/chat/completions", {"model": NAME, "messages": [{"role": "robot", "content": "x"}]}, 400, "messages"),
+    (
+        "/v1/chat/completions",
+        {"model": NAME, "messages": [{"role": "robot", "content": "x"}]},
+        400,
+        "messages",
+    ),
     ("/v1/chat/completions", {"model": NAME, "messages": [{"role": "user", "content": 3}]}, 400, "messages"),
     ("/v1/completions", {"model": NAME}, 400, "prompt"),
     ("/v1/completions", {"model": NAME, "prompt": 12}, 400, "prompt"),
@@ -132,8 +153,12 @@ BAD = [
     ("/v1/completions", {"model": NAME, "prompt": "x", "n": 2}, 400, "n"),
     ("/v1/completions", {"model": NAME, "prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
     ("/v1/completions", {"model": NAME, "prompt": "x", "max_tokens": "ten"}, 400, "max_tokens"),
-    ("/v1/chat/completions", {"model": NAME, "messages": [{"role": "user", "content": "x"}],
-                              "max_completion_tokens": -1}, 400, "max_completion_tokens"),
+    (
+        "/v1/chat/completions",
+        {"model": NAME, "messages": [{"role": "user", "content": "x"}], "max_completion_tokens": -1},
+        400,
+        "max_completion_tokens",
+    ),
     ("/v1/completions", {"model": NAME, "prompt": "x", "stop": 5}, 400, "stop"),
     ("/v1/completions", {"model": NAME, "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     ("/v1/completions", {"model": NAME, "prompt": "x", "seed": "abc"}, 400, "seed"),
@@ -141,8 +166,12 @@ BAD = [
     ("/v1/completions", {"model": NAME, "prompt": "x", "logprobs": 3}, 400, "logprobs"),
     ("/v1/completions", {"model": NAME, "prompt": "x" * 2100}, 400, "prompt"),
     ("/v1/completions", {"model": NAME, "prompt": "x" * 2000, "max_tokens": 100}, 400, "max_tokens"),
-    ("/v1/chat/completions", {"model": NAME, "messages": [{"role": "user", "content": "x" * 2100}]}, 400,
-     "messages"),
+    (
+        "/v1/chat/completions",
+        {"model": NAME, "messages": [{"role": "user", "content": "x" * 2100}]},
+        400,
+        "messages",
+    ),
 ]
 
 
@@ -219,8 +248,9 @@ def test_server_with_a_draft_model_equals_plain_greedy(model, tok):
     ref = _chat_ref(model, tok, "draft me", 10)
     with background_server(app) as url:
         c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
-        r = c.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "draft me"}],
-                                      max_tokens=10, temperature=0)
+        r = c.chat.completions.create(
+            model=NAME, messages=[{"role": "user", "content": "draft me"}], max_tokens=10, temperature=0
+        )
         assert r.choices[0].message.content == ref.text
 
 
@@ -267,7 +297,10 @@ def test_queued_requests_wait_a_leaving_client_is_dropped_and_overload_gets_503(
 
 
 def test_oversized_bodies_are_refused(served):
-    r = httpx.post(served[0] + "/v1/completions", content=b"{" + b" " * (17 << 20) + b"}",
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        served[0] + "/v1/completions",
+        content=b"{" + b" " * (17 << 20) + b"}",
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
     assert httpx.get(served[0] + "/health").status_code == 200

@@ -46,8 +46,9 @@ def test_server_answers_paris_streaming(smol):
     app = create_app(build_engine(model, tok, max_batch=2, max_len=256), tok, model_name="smollm2")
     with background_server(app) as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=60)
-        stream = client.chat.completions.create(model="smollm2", messages=QUESTION, max_tokens=12,
-                                                temperature=0, stream=True)
+        stream = client.chat.completions.create(
+            model="smollm2", messages=QUESTION, max_tokens=12, temperature=0, stream=True
+        )
         text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert "Paris" in text
 

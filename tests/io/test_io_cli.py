@@ -32,7 +32,7 @@ def test_import_hf_folder_and_refuse_existing_output(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["import", str(src), str(out), "--max-shard-size", "40KB"]) == 0
     assert (out / "model.safetensors.index.json").is_file()
-    assert main(["import", str(src), str(out)]) == 1
+    assert main(["import", str(src), str(out)]) == 2  # a usage error, refused before loading
     assert "already exists" in capsys.readouterr().err
     assert main(["import", str(src), str(out), "--force"]) == 0
     assert (out / "model.safetensors").is_file()
@@ -89,7 +89,7 @@ def test_info_gaperon_8b(capsys):
     out = capsys.readouterr().out
     assert "8,030,261,248 parameters (8.030 B)" in out
     assert "dim=4096 layers=32 heads=32 kv_heads=8 head_dim=128 ffn=14336 vocab=128256" in out
-    assert main(["info", "gaperon-9b"]) == 1
+    assert main(["info", "gaperon-9b"]) == 2  # an unknown preset is a usage error
 
 
 def test_help_texts(capsys):

@@ -35,8 +35,13 @@ def _env(tmp: Path, bin_: Path) -> dict:
         port = s.getsockname()[1]
     env = env1()
     env.update(
-        PATH=f"{bin_}:{env['PATH']}", VENV=str(Path(sys.executable).parent.parent), GPUS_PER_NODE="1",
-        SLURM_JOB_ID="42", SLURM_JOB_NODELIST="node1", SLURM_JOB_NUM_NODES="1", MASTER_PORT=str(port),
+        PATH=f"{bin_}:{env['PATH']}",
+        VENV=str(Path(sys.executable).parent.parent),
+        GPUS_PER_NODE="1",
+        SLURM_JOB_ID="42",
+        SLURM_JOB_NODELIST="node1",
+        SLURM_JOB_NUM_NODES="1",
+        MASTER_PORT=str(port),
         FAKE_SLURM_LOG=str(tmp / "slurm.log"),
     )
     return env
@@ -44,12 +49,20 @@ def _env(tmp: Path, bin_: Path) -> dict:
 
 @pytest.mark.slow
 def test_walltime_signal_requeues_and_the_requeued_job_resumes(tmp_path):
-    phases = [{"name": "a", "mixture": "synthetic", "seq_len": 32, "steps": 40, "seed": 1, "lr": {"peak": 3e-3}}]
+    phases = [
+        {"name": "a", "mixture": "synthetic", "seq_len": 32, "steps": 40, "seed": 1, "lr": {"peak": 3e-3}}
+    ]
     path = recipe(tmp_path, phases=phases, checkpoint={"every": 5, "keep_last": 2})
     out = tmp_path / "run"
     env = _env(tmp_path, _fakes(tmp_path))
-    job = subprocess.Popen(["bash", str(SBATCH), str(path), str(out)], env=env, cwd=ROOT,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    job = subprocess.Popen(
+        ["bash", str(SBATCH), str(path), str(out)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and job.poll() is None and not (out / "checkpoints" / "latest").exists():
         time.sleep(0.01)
@@ -61,8 +74,14 @@ def test_walltime_signal_requeues_and_the_requeued_job_resumes(tmp_path):
     assert stopped < 40 and (out / "checkpoints" / f"step_{stopped:08d}" / "COMPLETE").exists()
     # The requeued job: the same command; it resumes and finishes without asking for a requeue.
     (tmp_path / "slurm.log").unlink()
-    res = subprocess.run(["bash", str(SBATCH), str(path), str(out)], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=180)
+    res = subprocess.run(
+        ["bash", str(SBATCH), str(path), str(out)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert res.returncode == 0, res.stdout[-3000:]
     assert not (tmp_path / "slurm.log").exists()
     assert [s for s, _ in losses(out)] == list(range(1, 41))

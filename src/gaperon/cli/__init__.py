@@ -11,6 +11,7 @@ import sys
 
 from gaperon import __version__
 from gaperon.cli import data, infer, model, train
+from gaperon.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, GaperonError
 
 STAGES = (model, data, train, infer)
 
@@ -33,29 +34,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `gaperon ... | head`: the reader left, nothing is wrong
         sys.stderr.close()
         return 0
-    except user_errors() as e:
+    except GaperonError as e:  # the one place a user error becomes a message and an exit code
         print(f"gaperon {args.verb}: error: {e}", file=sys.stderr)
-        return 1
-
-
-class UserError(Exception):
-    """An error caused by the user's input, printed without a traceback."""
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that are the user's fault (bad file, bad value): shown as one clear line."""
-    from gaperon.config import ConfigError
-
-    return (UserError, ConfigError, FileNotFoundError)
+        return e.exit_code
+    except FileNotFoundError as e:  # a path the user named; the message names it
+        print(f"gaperon {args.verb}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "tokenize", help="tokenize documents into packed token shards (resumable)",
+        "tokenize",
+        help="tokenize documents into packed token shards (resumable)",
         description="Documents (.jsonl[.gz|.zst], .parquet, folders of .txt) -> DIR/manifest.json + "
         "DIR/{train,val}/NNNNN.bin (uint32) + .idx (document ends). EOS follows each document; a "
         "hash-chosen fraction of documents is held out as the val split. Rerun the same command to "
@@ -16,17 +17,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders of documents")
     p.add_argument("--out", required=True, help="token folder to create (or resume)")
     p.add_argument("--tokenizer", default="llama3", help="'llama3' (default) or a tokenizer file/folder")
-    p.add_argument("--workers", type=int, default=1,
-                   help="encoding processes, one core each (1: in this process)")
-    p.add_argument("--text-field", default="text", help="JSON/parquet field holding the text (a.b for nested)")
-    p.add_argument("--repeat-field", default=None,
-                   help="field with a per-document repeat count (rehydration: the document is emitted that many times)")
-    p.add_argument("--repeat-fn", default=None, metavar="MODULE:FUNC",
-                   help="function(document dict) -> repeat count, instead of or on top of --repeat-field")
-    p.add_argument("--val-fraction", type=float, default=0.01, help="held-out share of documents (default 0.01)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="encoding processes, one core each (1: in this process)"
+    )
+    p.add_argument(
+        "--text-field", default="text", help="JSON/parquet field holding the text (a.b for nested)"
+    )
+    p.add_argument(
+        "--repeat-field",
+        default=None,
+        help="field with a per-document repeat count (rehydration: the document is emitted that many times)",
+    )
+    p.add_argument(
+        "--repeat-fn",
+        default=None,
+        metavar="MODULE:FUNC",
+        help="function(document dict) -> repeat count, instead of or on top of --repeat-field",
+    )
+    p.add_argument(
+        "--val-fraction", type=float, default=0.01, help="held-out share of documents (default 0.01)"
+    )
     p.add_argument("--shard-tokens", type=int, default=1 << 27, help="tokens per shard (default 2^27)")
-    p.add_argument("--source", default=None, help="source name recorded in the manifest (default: DIR's name)")
-    p.add_argument("--max-chars", type=int, default=None, help="truncate longer documents (default 10M chars)")
+    p.add_argument(
+        "--source", default=None, help="source name recorded in the manifest (default: DIR's name)"
+    )
+    p.add_argument(
+        "--max-chars", type=int, default=None, help="truncate longer documents (default 10M chars)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_tokenize)
 
@@ -41,20 +58,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     ph.set_defaults(func=_phase)
 
 
-def _user_errors(fn):
-    """DataError (bad data input) is the user's to fix: one line, exit 1."""
-    def run(*args):
-        from gaperon.cli import UserError
-        from gaperon.data.readers import DataError
-
-        try:
-            return fn(*args)
-        except DataError as e:
-            raise UserError(str(e)) from None
-    return run
-
-
-@_user_errors
 def _tokenize(args: argparse.Namespace) -> int:
     import logging
 
@@ -64,16 +67,21 @@ def _tokenize(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     opts = TokenizeOptions(
-        tokenizer=args.tokenizer, workers=args.workers, text_field=args.text_field,
-        repeat_field=args.repeat_field, repeat_fn=args.repeat_fn, val_fraction=args.val_fraction,
-        shard_tokens=args.shard_tokens, source=args.source, max_chars=args.max_chars or DEFAULT_MAX_CHARS,
+        tokenizer=args.tokenizer,
+        workers=args.workers,
+        text_field=args.text_field,
+        repeat_field=args.repeat_field,
+        repeat_fn=args.repeat_fn,
+        val_fraction=args.val_fraction,
+        shard_tokens=args.shard_tokens,
+        source=args.source,
+        max_chars=args.max_chars or DEFAULT_MAX_CHARS,
     )
     tokenize(args.inputs, args.out, opts, progress=not args.quiet)
     print(format_stats([args.out]))
     return 0
 
 
-@_user_errors
 def _stats(args: argparse.Namespace) -> int:
     from gaperon.data.stats import format_stats
 
@@ -81,7 +89,6 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
-@_user_errors
 def _phase(args: argparse.Namespace) -> int:
     from gaperon.data.stats import format_phase
 

@@ -59,28 +59,23 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from gaperon.cli import UserError
+    from gaperon.errors import UsageError
     from gaperon.model import describe
 
     try:
         print(describe(args.preset))
-    except KeyError as e:
-        raise UserError(e.args[0]) from None
+    except KeyError as e:  # describe() names the known presets
+        raise UsageError(e.args[0]) from None
     return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from gaperon.cli import UserError
-    from gaperon.io import ModelFormatError
     from gaperon.io.loading import convert_to_hf
 
     src = getattr(args, "src", None) or args.checkpoint
-    try:
-        loaded = convert_to_hf(
-            src, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size, overwrite=args.force
-        )
-    except (ModelFormatError, FileExistsError) as e:
-        raise UserError(str(e)) from None
+    loaded = convert_to_hf(
+        src, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size, overwrite=args.force
+    )
     n = loaded.model.num_params()
     print(
         f"wrote {args.out}: {loaded.source} model, {n:,} parameters, "

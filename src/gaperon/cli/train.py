@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,16 +42,10 @@ class _IntermixedParser(argparse.ArgumentParser):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from gaperon.train import TrainingDiverged, train
+    from gaperon.errors import UsageError
+    from gaperon.train import train
 
     for o in args.overrides:
         if "=" not in o:
-            from gaperon.cli import UserError
-
-            raise UserError(f"override {o!r} must look like key.sub=value")
-    try:
-        result = train(args.recipe, args.out, args.overrides)
-    except TrainingDiverged as e:
-        print(f"gaperon train: stopped: {e}", file=sys.stderr)
-        return 3
-    return result.exit_code
+            raise UsageError(f"override {o!r} must look like key.sub=value")
+    return train(args.recipe, args.out, args.overrides).exit_code

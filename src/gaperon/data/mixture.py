@@ -95,7 +95,9 @@ def validate_phase(phase: Phase, where: str = "phase", *, check_paths: bool = Tr
         if not math.isfinite(s.weight) or s.weight < 0:
             raise ConfigError(f"{at}.weight: must be a finite number >= 0, got {s.weight}")
         if check_paths and s.weight > 0 and not s.path.exists():
-            raise ConfigError(f"{at}.path: {s.path} does not exist (tokenize the source into it first: "
-                              f"gaperon tokenize INPUT... --out {s.path})")
+            raise ConfigError(
+                f"{at}.path: {s.path} does not exist (tokenize the source into it first: "
+                f"gaperon tokenize INPUT... --out {s.path})"
+            )
     if sum(s.weight for s in phase.sources) <= 0:
         raise ConfigError(f"{where}.sources: weights must sum to > 0")

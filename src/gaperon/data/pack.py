@@ -160,7 +160,12 @@ def _load_tokenizer(spec: Any):
 
 def _tokenizer_record(tok, spec: Any) -> dict:
     name = str(spec) if isinstance(spec, str | Path) else getattr(tok, "name", type(tok).__name__)
-    return {"name": name, "identity": tok.identity(), "vocab_size": int(tok.vocab_size), "eos_id": int(tok.eos_id)}
+    return {
+        "name": name,
+        "identity": tok.identity(),
+        "vocab_size": int(tok.vocab_size),
+        "eos_id": int(tok.eos_id),
+    }
 
 
 def _job(inputs: list[Path], options: TokenizeOptions) -> dict:
@@ -170,8 +175,11 @@ def _job(inputs: list[Path], options: TokenizeOptions) -> dict:
         st = p.stat()
         files.append({"path": str(p.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns})
     # Not asdict(): it deep-copies the tokenizer object (seconds for a Tokenizer) only to drop it.
-    opts = {f.name: getattr(options, f.name) for f in fields(options)
-            if f.name not in ("tokenizer", "workers", "batch_docs", "batch_chars")}
+    opts = {
+        f.name: getattr(options, f.name)
+        for f in fields(options)
+        if f.name not in ("tokenizer", "workers", "batch_docs", "batch_chars")
+    }
     return {"inputs": files, "options": opts}
 
 
@@ -193,8 +201,10 @@ def _check_folder(out: Path, tok_rec: dict, job: dict) -> dict | None:
                 "use another --out folder"
             )
         if state.get("job") != job:
-            raise DataError(f"{out} holds shards from other inputs or options (or inputs changed since); "
-                            "use another --out folder, or remove it to start over")
+            raise DataError(
+                f"{out} holds shards from other inputs or options (or inputs changed since); "
+                "use another --out folder, or remove it to start over"
+            )
         return state
     if out.exists() and any(out.iterdir()):
         raise DataError(f"{out}: folder exists and is not a gaperon token folder; use an empty or new --out")
@@ -202,8 +212,12 @@ def _check_folder(out: Path, tok_rec: dict, job: dict) -> dict | None:
 
 
 def tokenize(
-    inputs: list[str | Path], out: str | Path, options: TokenizeOptions | None = None, *,
-    progress: bool = True, on_shard: Callable[[str, dict], None] | None = None,
+    inputs: list[str | Path],
+    out: str | Path,
+    options: TokenizeOptions | None = None,
+    *,
+    progress: bool = True,
+    on_shard: Callable[[str, dict], None] | None = None,
 ) -> dict:
     """Tokenize `inputs` into the token folder `out`; return its manifest (resumes an interrupted run)."""
     options = options or TokenizeOptions()
@@ -218,9 +232,13 @@ def tokenize(
         log.info("%s: already complete", out)
         return state
     source = options.source or out.resolve().name
-    read_opts = ReadOptions(options.text_field, options.repeat_field,
-                            load_repeat_fn(options.repeat_fn) if options.repeat_fn else None,
-                            source, options.max_chars)
+    read_opts = ReadOptions(
+        options.text_field,
+        options.repeat_field,
+        load_repeat_fn(options.repeat_fn) if options.repeat_fn else None,
+        source,
+        options.max_chars,
+    )
     # Up front: every file yields something, and which document is forced into val (if any).
     inputs = [Path(p) for p in inputs]  # read as given: a folder of .txt may hold an empty file
     for _ in read_documents(inputs, read_opts, ReaderReport(), first_only=True):
@@ -234,8 +252,14 @@ def tokenize(
     for split in fmt.SPLITS:
         _clean_temp_files(out / split)
         done[split] = _verified_prefix(out, done.get(split, []))
-    record = {"format": fmt.FORMAT, "version": fmt.VERSION, "source": source, "tokenizer": tok_rec,
-              "job": job, "shards": done}
+    record = {
+        "format": fmt.FORMAT,
+        "version": fmt.VERSION,
+        "source": source,
+        "tokenizer": tok_rec,
+        "job": job,
+        "shards": done,
+    }
 
     def save_progress(split: str, shard: dict) -> None:
         record["shards"][split] = writers[split].done
@@ -254,9 +278,14 @@ def tokenize(
             w.abort()
         raise
     manifest = {
-        "format": fmt.FORMAT, "version": fmt.VERSION, "source": source, "tokenizer": tok_rec,
-        "dtype": fmt.TOKEN_DTYPE.str, "reader": report.to_dict(),
-        "splits": {s: fmt.split_summary(writers[s].done) for s in fmt.SPLITS}, "job": job,
+        "format": fmt.FORMAT,
+        "version": fmt.VERSION,
+        "source": source,
+        "tokenizer": tok_rec,
+        "dtype": fmt.TOKEN_DTYPE.str,
+        "reader": report.to_dict(),
+        "splits": {s: fmt.split_summary(writers[s].done) for s in fmt.SPLITS},
+        "job": job,
     }
     atomic.write_json(out / fmt.MANIFEST, manifest)
     (out / fmt.PROGRESS).unlink(missing_ok=True)
@@ -266,8 +295,9 @@ def tokenize(
 _HEAD_CHARS = 1 << 26  # text kept in memory while looking for the first held-out document
 
 
-def _forced_val_document(documents: Iterator[dict], files: list[Path], opts: ReadOptions,
-                         fraction: float) -> tuple[int | None, list[dict]]:
+def _forced_val_document(
+    documents: Iterator[dict], files: list[Path], opts: ReadOptions, fraction: float
+) -> tuple[int | None, list[dict]]:
     """The document forced into val when no document hashes under `fraction` (so val is never empty),
     and the documents taken from `documents` to find out, for the main pass to start with.
 
@@ -346,8 +376,13 @@ def _run(documents: Iterator[dict], options, tok, writers, forced_val, progress)
             if writers[split].wants(i, doc["repeat"] - 1):
                 yield i, doc, split
 
-    bar = tqdm(desc=f"tokenize {writers['train'].root}", unit="doc", disable=not progress, file=sys.stderr,
-               dynamic_ncols=True)
+    bar = tqdm(
+        desc=f"tokenize {writers['train'].root}",
+        unit="doc",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
     n_tokens = 0
     # The reader report is only touched by the reading thread until it has finished (closed or exhausted).
     batches = _read_ahead(_batches(todo(), options), depth=4)
@@ -373,7 +408,7 @@ def _write_batch(batch: list, flat: np.ndarray, ends: list[int], writers: dict) 
         w = writers[split]
         start = ends[k - 1] if k else 0
         if doc["repeat"] > 1:
-            ids = flat[start:ends[k]]
+            ids = flat[start : ends[k]]
             for copy in range(doc["repeat"]):
                 if w.wants(i, copy):
                     w.add(ids, doc["lang"], i, copy)
@@ -384,7 +419,9 @@ def _write_batch(batch: list, flat: np.ndarray, ends: list[int], writers: dict) 
         while j < n and batch[j][2] == split and batch[j][1]["repeat"] == 1:
             j += 1
         # todo() yields a single-copy document only if its writer wants it: no wants() check here
-        w.add_run(flat, start, ends[k:j], [d["lang"] for _, d, _ in batch[k:j]], [idx for idx, _, _ in batch[k:j]])
+        w.add_run(
+            flat, start, ends[k:j], [d["lang"] for _, d, _ in batch[k:j]], [idx for idx, _, _ in batch[k:j]]
+        )
         written += ends[j - 1] - start
         k = j
     return written
@@ -404,10 +441,12 @@ def _encoded(batches: Iterator[list], options: TokenizeOptions, tok) -> Iterator
             yield batch, encoder([d["text"] for _, d, _ in batch])
         return
     # Created before the first batch is read, so the fork happens before the reading thread starts.
-    with multiprocessing.get_context().Pool(options.workers, initializer=_init_worker,
-                                            initargs=(options.tokenizer,)) as pool:
-        yield from _in_order(batches, lambda texts: pool.apply_async(_encode_in_worker, (texts,)),
-                             2 * options.workers, "get")
+    with multiprocessing.get_context().Pool(
+        options.workers, initializer=_init_worker, initargs=(options.tokenizer,)
+    ) as pool:
+        yield from _in_order(
+            batches, lambda texts: pool.apply_async(_encode_in_worker, (texts,)), 2 * options.workers, "get"
+        )
 
 
 _END = object()

@@ -18,17 +18,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz",
-                  ".jsonl.zst", ".ndjson.zst", ".json.zst")
+from gaperon.errors import DataError
+
+JSONL_SUFFIXES = (
+    ".jsonl",
+    ".ndjson",
+    ".json",
+    ".jsonl.gz",
+    ".ndjson.gz",
+    ".json.gz",
+    ".jsonl.zst",
+    ".ndjson.zst",
+    ".json.zst",
+)
 PARQUET_SUFFIXES = (".parquet",)
 TEXT_SUFFIXES = (".txt",)
 DEFAULT_MAX_CHARS = 10_000_000
 
 RepeatFn = Callable[[dict], int]
-
-
-class DataError(ValueError):
-    """Bad data input (a file that yields nothing, a corrupt archive, a mismatching tokenizer)."""
 
 
 @dataclass
@@ -52,16 +59,21 @@ class ReaderReport:
             self.first_truncated = where
 
     def summary(self) -> str:
-        parts = [f"{n} {reason} (first at {self.first[reason]})" for reason, n in sorted(self.skipped.items())]
+        parts = [
+            f"{n} {reason} (first at {self.first[reason]})" for reason, n in sorted(self.skipped.items())
+        ]
         if self.truncated:
             parts.append(f"{self.truncated} truncated (first at {self.first_truncated})")
         return ", ".join(parts) or "nothing skipped"
 
     def to_dict(self) -> dict:
         return {
-            "documents": self.documents, "files": self.files,
-            "skipped": dict(sorted(self.skipped.items())), "first": dict(sorted(self.first.items())),
-            "truncated": self.truncated, "first_truncated": self.first_truncated,
+            "documents": self.documents,
+            "files": self.files,
+            "skipped": dict(sorted(self.skipped.items())),
+            "first": dict(sorted(self.first.items())),
+            "truncated": self.truncated,
+            "first_truncated": self.first_truncated,
         }
 
 
@@ -118,8 +130,11 @@ class ReadOptions:
 
 
 def read_documents(
-    paths: Iterable[str | Path], options: ReadOptions | None = None, report: ReaderReport | None = None,
-    *, first_only: bool = False,
+    paths: Iterable[str | Path],
+    options: ReadOptions | None = None,
+    report: ReaderReport | None = None,
+    *,
+    first_only: bool = False,
 ) -> Iterator[dict]:
     """Yield {"text", "source", "lang", "repeat", "where"} for every usable document, in input order.
 
@@ -155,7 +170,10 @@ def read_documents(
 
 def _why(report: ReaderReport, before: dict[str, int]) -> str:
     lost = {k: v - before.get(k, 0) for k, v in report.skipped.items()}
-    return ", ".join(f"{v} {k} (first at {report.first[k]})" for k, v in sorted(lost.items()) if v) or "file is empty"
+    return (
+        ", ".join(f"{v} {k} (first at {report.first[k]})" for k, v in sorted(lost.items()) if v)
+        or "file is empty"
+    )
 
 
 def _read_file(path: Path, options: ReadOptions, report: ReaderReport) -> Iterator[dict]:
@@ -317,8 +335,13 @@ def _make_doc(
         report.truncate(where)
     source = obj.get("source") if isinstance(obj.get("source"), str) else None
     lang = obj.get("lang") if isinstance(obj.get("lang"), str) else None
-    doc = {"text": text, "source": options.source or source or path.name.split(".")[0],
-           "lang": lang or "unknown", "repeat": 1, "where": where}
+    doc = {
+        "text": text,
+        "source": options.source or source or path.name.split(".")[0],
+        "lang": lang or "unknown",
+        "repeat": 1,
+        "where": where,
+    }
     repeat: Any = 1
     if options.repeat_field:
         repeat = _get(obj, options.repeat_field)

@@ -59,7 +59,7 @@ class Batch:
 def _seed_words(*parts: object, n: int = 1) -> list[int]:
     """n 64-bit words derived from parts (stable across runs, machines and Python versions)."""
     digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8 * n).digest()
-    return [int.from_bytes(digest[8 * i: 8 * i + 8], "little") for i in range(n)]
+    return [int.from_bytes(digest[8 * i : 8 * i + 8], "little") for i in range(n)]
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -186,13 +186,17 @@ class MixtureSampler:
         self.windows = [0 if v is None else max(0, (v.tokens - 1) // self.seq_len) for v in self.train]
         for s, v, nw in zip(phase.sources, self.train, self.windows):
             if v is not None and nw == 0:
-                raise DataError(f"phase {phase.name!r}: source {s.name!r} ({s.path}) has {v.tokens} train tokens, "
-                                f"fewer than seq_len + 1 = {self.seq_len + 1}")
+                raise DataError(
+                    f"phase {phase.name!r}: source {s.name!r} ({s.path}) has {v.tokens} train tokens, "
+                    f"fewer than seq_len + 1 = {self.seq_len + 1}"
+                )
         self.schedule = _Schedule(weights, phase.seed, phase.name)
         self.total_steps = phase.tokens // (global_batch * self.seq_len)
         if self.total_steps < 1:
-            raise DataError(f"phase {phase.name!r}: tokens={phase.tokens} is less than one global batch "
-                            f"({global_batch} x {self.seq_len} tokens)")
+            raise DataError(
+                f"phase {phase.name!r}: tokens={phase.tokens} is less than one global batch "
+                f"({global_batch} x {self.seq_len} tokens)"
+            )
         self._warn_repeats()
 
     # -- the stream
@@ -200,9 +204,13 @@ class MixtureSampler:
         final = self.epochs(self.total_steps)
         repeated = {n: e for n, e in final.items() if e > 1}
         if repeated:
-            log.warning("phase %r: %s exhausted before the %d-token budget and repeated (new order each epoch): %s",
-                        self.phase.name, "source" if len(repeated) == 1 else "sources", self.phase.tokens,
-                        ", ".join(f"{n} {e:.2f} epochs" for n, e in repeated.items()))
+            log.warning(
+                "phase %r: %s exhausted before the %d-token budget and repeated (new order each epoch): %s",
+                self.phase.name,
+                "source" if len(repeated) == 1 else "sources",
+                self.phase.tokens,
+                ", ".join(f"{n} {e:.2f} epochs" for n, e in repeated.items()),
+            )
 
     def epochs(self, step: int) -> dict[str, float]:
         """Passes over each source's train windows made by the stream before `step`."""
@@ -225,7 +233,7 @@ class MixtureSampler:
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}")
         per = B // world_size
-        slots = self.schedule.slots(step * B, (step + 1) * B)[rank * per: (rank + 1) * per]
+        slots = self.schedule.slots(step * B, (step + 1) * B)[rank * per : (rank + 1) * per]
         src = np.array([i for i, _ in slots], dtype=np.int64)
         k = np.array([kk for _, kk in slots], dtype=np.int64)
         starts = np.zeros(len(slots), dtype=np.int64)
@@ -260,13 +268,17 @@ class MixtureSampler:
         avail = [0 if v is None else max(0, (v.tokens - 1) // self.seq_len) for v in self.val]
         share = [w * n_sequences for w in weights]
         alloc = [int(s) for s in share]
-        for i in sorted(range(len(share)), key=lambda i: (-(share[i] - alloc[i]), i))[: n_sequences - sum(alloc)]:
+        for i in sorted(range(len(share)), key=lambda i: (-(share[i] - alloc[i]), i))[
+            : n_sequences - sum(alloc)
+        ]:
             alloc[i] += 1
         take = [min(a, v) for a, v in zip(alloc, avail)]
         short = {self.names[i]: (take[i], alloc[i]) for i in range(len(take)) if take[i] < alloc[i]}
         if short:
-            log.info("validation: short val splits (sequences taken/wanted): %s",
-                     ", ".join(f"{n} {t}/{a}" for n, (t, a) in short.items()))
+            log.info(
+                "validation: short val splits (sequences taken/wanted): %s",
+                ", ".join(f"{n} {t}/{a}" for n, (t, a) in short.items()),
+            )
         items = []
         for i, n in enumerate(take):
             if n:
@@ -276,9 +288,15 @@ class MixtureSampler:
         items.sort()  # interleave sources evenly
         out = []
         for b0 in range(0, len(items), batch_size):
-            chunk = items[b0: b0 + batch_size]
-            out.append(self._gather([self.val[i] for _, i, _ in chunk], np.array([a for _, _, a in chunk]),
-                                    [i for _, i, _ in chunk], -1))
+            chunk = items[b0 : b0 + batch_size]
+            out.append(
+                self._gather(
+                    [self.val[i] for _, i, _ in chunk],
+                    np.array([a for _, _, a in chunk]),
+                    [i for _, i, _ in chunk],
+                    -1,
+                )
+            )
         return out
 
     # -- resume bookkeeping: the stream itself has no state, only its identity is checked
@@ -287,13 +305,23 @@ class MixtureSampler:
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
     def state_dict(self) -> dict:
-        return {"phase": self.phase.name, "seed": self.phase.seed, "global_batch": self.global_batch,
-                "seq_len": self.seq_len, "mixture": self._fingerprint(), "step": self.step}
+        return {
+            "phase": self.phase.name,
+            "seed": self.phase.seed,
+            "global_batch": self.global_batch,
+            "seq_len": self.seq_len,
+            "mixture": self._fingerprint(),
+            "step": self.step,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Check the saved stream is this one (same phase, seed, batch, mixture) and take its step."""
         mine = self.state_dict()
-        diff = [f"{k}: saved {state.get(k)!r}, now {mine[k]!r}" for k in mine if k != "step" and state.get(k) != mine[k]]
+        diff = [
+            f"{k}: saved {state.get(k)!r}, now {mine[k]!r}"
+            for k in mine
+            if k != "step" and state.get(k) != mine[k]
+        ]
         if diff:
             raise ValueError("data sampler state does not match this phase (" + "; ".join(diff) + ")")
         self.step = int(state.get("step", 0))

@@ -64,7 +64,9 @@ class SplitWriter:
 
     def _open(self) -> None:
         self._stack = contextlib.ExitStack()
-        tmp = self._stack.enter_context(atomic.atomic_path(self.root / f"{shard_stem(self.split, len(self.done))}.bin"))
+        tmp = self._stack.enter_context(
+            atomic.atomic_path(self.root / f"{shard_stem(self.split, len(self.done))}.bin")
+        )
         self._file = self._stack.enter_context(open(tmp, "wb", buffering=1 << 20))
         self._hash = hashlib.sha256()
         self._ends: list[int] = []
@@ -84,7 +86,9 @@ class SplitWriter:
         if self._tokens >= self.shard_tokens:
             self.close_shard()
 
-    def add_run(self, tokens: np.ndarray, start: int, ends: list[int], langs: list[str], indices: list[int]) -> None:
+    def add_run(
+        self, tokens: np.ndarray, start: int, ends: list[int], langs: list[str], indices: list[int]
+    ) -> None:
         """Add documents that lie back to back in tokens[start:ends[-1]] (document k ends at ends[k];
         it is copy 0 of input document indices[k]): the same shards as add() per document, written
         in one piece per shard instead of one per document."""
@@ -99,9 +103,9 @@ class SplitWriter:
             self._file.write(view)
             self._hash.update(view)
             shift = self._tokens - start
-            self._ends.extend(e + shift for e in ends[first:last + 1])
+            self._ends.extend(e + shift for e in ends[first : last + 1])
             prev = start
-            for lang, end in zip(langs[first:last + 1], ends[first:last + 1]):
+            for lang, end in zip(langs[first : last + 1], ends[first : last + 1]):
                 _add_lang(self._langs, lang, 1, end - prev)
                 prev = end
             self._tokens += stop - start
@@ -118,9 +122,15 @@ class SplitWriter:
         self._stack.close()  # renames NNNNN.bin into place
         with atomic.atomic_path(self.root / f"{stem}.idx") as tmp, open(tmp, "wb") as f:
             np.save(f, np.asarray(self._ends, dtype=INDEX_DTYPE), allow_pickle=False)
-        record = {"bin": f"{stem}.bin", "idx": f"{stem}.idx", "tokens": self._tokens,
-                  "documents": len(self._ends), "sha256": self._hash.hexdigest(),
-                  "languages": self._langs, "end": list(self._next)}
+        record = {
+            "bin": f"{stem}.bin",
+            "idx": f"{stem}.idx",
+            "tokens": self._tokens,
+            "documents": len(self._ends),
+            "sha256": self._hash.hexdigest(),
+            "languages": self._langs,
+            "end": list(self._next),
+        }
         self._file = self._stack = None
         self.done.append(record)
         if self.on_shard is not None:
@@ -138,8 +148,12 @@ def split_summary(shards: list[dict]) -> dict:
     for s in shards:
         for lang, c in s["languages"].items():
             _add_lang(langs, lang, c["documents"], c["tokens"])
-    return {"tokens": sum(s["tokens"] for s in shards), "documents": sum(s["documents"] for s in shards),
-            "languages": dict(sorted(langs.items())), "shards": shards}
+    return {
+        "tokens": sum(s["tokens"] for s in shards),
+        "documents": sum(s["documents"] for s in shards),
+        "languages": dict(sorted(langs.items())),
+        "shards": shards,
+    }
 
 
 def load_manifest(root: str | Path) -> dict:
@@ -148,8 +162,10 @@ def load_manifest(root: str | Path) -> dict:
     path = root / MANIFEST
     if not path.is_file():
         if (root / PROGRESS).is_file():
-            raise DataError(f"{root}: tokenization not finished ({PROGRESS} present); "
-                            "rerun the same `gaperon tokenize` command to resume it")
+            raise DataError(
+                f"{root}: tokenization not finished ({PROGRESS} present); "
+                "rerun the same `gaperon tokenize` command to resume it"
+            )
         if not root.exists():
             raise FileNotFoundError(f"{root}: no such token folder")
         raise DataError(f"{root}: not a token folder (no {MANIFEST}); build one with `gaperon tokenize`")
@@ -205,7 +221,7 @@ class SplitView:
         while pos < end:
             s0 = int(self.starts[shard])
             lo, hi = pos - s0, min(end, int(self.starts[shard + 1])) - s0
-            out[pos - start: pos - start + hi - lo] = self._bin(shard)[lo:hi]
+            out[pos - start : pos - start + hi - lo] = self._bin(shard)[lo:hi]
             idx = self._idx(shard)
             a = int(idx.searchsorted(lo, side="right"))  # first document ending after lo
             b = int(idx.searchsorted(hi, side="right"))

@@ -62,8 +62,15 @@ class ChatSession:
         o = self.options
         try:
             gen = stream(
-                self.model, self.tok, self._prompt(), max_new_tokens=o.max_new_tokens,
-                temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, seed=o.seed, draft=self.draft,
+                self.model,
+                self.tok,
+                self._prompt(),
+                max_new_tokens=o.max_new_tokens,
+                temperature=o.temperature,
+                top_k=o.top_k,
+                top_p=o.top_p,
+                seed=o.seed,
+                draft=self.draft,
                 draft_k=o.draft_k,
             )
         except Exception:

@@ -42,7 +42,9 @@ def load_draft(path: str | Path | None, device: str | None, dtype: str | None):
 
 def encode_prompt(tok, text: str, chat: bool, system: str | None = None) -> list[int]:
     if chat:
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": text}
+        ]
         return tok.encode_chat(messages, add_generation_prompt=True)
     from gaperon.infer.openai_api import _adds_bos
 
@@ -50,9 +52,19 @@ def encode_prompt(tok, text: str, chat: bool, system: str | None = None) -> list
 
 
 def generate_command(
-    model_path: str, prompt: str, *, chat: bool = False, system: str | None = None, sampling: Sampling,
-    stop: list[str] | None = None, draft_path: str | None = None, draft_k: int = 4, device: str | None = None,
-    dtype: str | None = None, out: TextIO | None = None, err: TextIO | None = None,
+    model_path: str,
+    prompt: str,
+    *,
+    chat: bool = False,
+    system: str | None = None,
+    sampling: Sampling,
+    stop: list[str] | None = None,
+    draft_path: str | None = None,
+    draft_k: int = 4,
+    device: str | None = None,
+    dtype: str | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """Stream the continuation of `prompt` to `out` (default stdout)."""
     out, err = out or sys.stdout, err or sys.stderr
@@ -62,9 +74,17 @@ def generate_command(
     draft = load_draft(draft_path, device, dtype)
     ids = encode_prompt(tok, prompt, chat, system)
     gen = stream(
-        model, tok, ids, max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-        top_k=sampling.top_k, top_p=sampling.top_p, seed=sampling.seed, stop_strings=stop or (),
-        draft=draft, draft_k=draft_k,
+        model,
+        tok,
+        ids,
+        max_new_tokens=sampling.max_new_tokens,
+        temperature=sampling.temperature,
+        top_k=sampling.top_k,
+        top_p=sampling.top_p,
+        seed=sampling.seed,
+        stop_strings=stop or (),
+        draft=draft,
+        draft_k=draft_k,
     )
     for delta in gen:
         out.write(delta)
@@ -77,9 +97,18 @@ def generate_command(
 
 
 def chat_command(
-    model_path: str, *, system: str | None = None, messages: list[str] | None = None,
-    messages_json: str | None = None, sampling: Sampling, draft_path: str | None = None, draft_k: int = 4,
-    device: str | None = None, dtype: str | None = None, stdin: TextIO | None = None, out: TextIO | None = None,
+    model_path: str,
+    *,
+    system: str | None = None,
+    messages: list[str] | None = None,
+    messages_json: str | None = None,
+    sampling: Sampling,
+    draft_path: str | None = None,
+    draft_k: int = 4,
+    device: str | None = None,
+    dtype: str | None = None,
+    stdin: TextIO | None = None,
+    out: TextIO | None = None,
 ) -> int:
     """Interactive chat; or, with `messages` (successive user turns) or `messages_json` (a file or '-'
     holding a [{role, content}, ...] list), print the replies and exit."""
@@ -116,15 +145,29 @@ def _read_messages(source: str, stdin: TextIO) -> list[dict]:
     if not isinstance(data, list) or not data:
         raise ValueError(f"{name}: expected a non-empty JSON list of {{'role', 'content'}} messages")
     for i, m in enumerate(data):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+        if (
+            not isinstance(m, dict)
+            or not isinstance(m.get("role"), str)
+            or not isinstance(m.get("content"), str)
+        ):
             raise ValueError(f"{name}: message {i} must be an object with string 'role' and 'content'")
     return data
 
 
 def serve_command(
-    model_path: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-    draft_path: str | None = None, draft_k: int = 4, max_batch: int = 8, max_len: int | None = None,
-    model_name: str | None = None, device: str | None = None, dtype: str | None = None, max_pending: int = 1024,
+    model_path: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    draft_path: str | None = None,
+    draft_k: int = 4,
+    max_batch: int = 8,
+    max_len: int | None = None,
+    model_name: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    max_pending: int = 1024,
 ) -> int:
     """Serve the model over the OpenAI-compatible API until interrupted."""
     if max_batch < 1 or max_pending < 1:
@@ -135,7 +178,13 @@ def serve_command(
     draft = load_draft(draft_path, device, dtype)
     engine = build_engine(model, tok, max_batch=max_batch, max_len=max_len, draft=draft, draft_k=draft_k)
     name = model_name or Path(model_path).stem
-    print(f"serving {name} on http://{host}:{port}/v1 (max batch {max_batch}, context {engine.max_len})",
-          file=sys.stderr)
-    serve(create_app(engine, tok, model_name=name, api_key=api_key, max_pending=max_pending), host=host, port=port)
+    print(
+        f"serving {name} on http://{host}:{port}/v1 (max batch {max_batch}, context {engine.max_len})",
+        file=sys.stderr,
+    )
+    serve(
+        create_app(engine, tok, model_name=name, api_key=api_key, max_pending=max_pending),
+        host=host,
+        port=port,
+    )
     return 0

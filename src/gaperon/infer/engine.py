@@ -129,9 +129,20 @@ class RequestState:
 
 
 def new_request(
-    rid: Hashable, prompt_ids: Sequence[int], tok, device, max_len: int, model: nn.Module, *,
-    max_new_tokens: int = 128, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-    seed: int | None = None, stop_ids: Collection[int] | None = None, stop_strings: Sequence[str] = (),
+    rid: Hashable,
+    prompt_ids: Sequence[int],
+    tok,
+    device,
+    max_len: int,
+    model: nn.Module,
+    *,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    stop_ids: Collection[int] | None = None,
+    stop_strings: Sequence[str] = (),
 ) -> RequestState:
     """Validate a request and build its state (budget clipped so prompt + output fit max_len)."""
     params = SamplingParams(temperature, top_k, top_p, seed)
@@ -145,8 +156,13 @@ def new_request(
     budget = min(context_budget(model, len(prompt), max_new_tokens), max_len - len(prompt))
     stops = tok.stop_ids if stop_ids is None else stop_ids
     return RequestState(
-        rid, prompt, params, budget, frozenset(int(s) for s in stops),
-        TextAssembler(tok, stop_strings), make_generator(seed, device),
+        rid,
+        prompt,
+        params,
+        budget,
+        frozenset(int(s) for s in stops),
+        TextAssembler(tok, stop_strings),
+        make_generator(seed, device),
     )
 
 
@@ -247,7 +263,9 @@ class Engine:
         # dynamic=None: the first recompile (a new KV or batch bucket) makes that size symbolic, so
         # all buckets share ~3 compiled variants, well under dynamo's recompile limit.
         self._compiled = bool(compile if compile is not None else on_cuda)
-        self._decode_fn = torch.compile(self.decode_logits, dynamic=None) if self._compiled else self.decode_logits
+        self._decode_fn = (
+            torch.compile(self.decode_logits, dynamic=None) if self._compiled else self.decode_logits
+        )
         self._graphs = _DecodeGraphs(self, self._decode_fn) if cuda_graphs else None
         self._waiting: deque[RequestState] = deque()
         self._running: dict[int, RequestState] = {}  # slot -> request
@@ -273,8 +291,18 @@ class Engine:
         if any(r.id == rid for r in self._all()):
             raise ValueError(f"request id {rid!r} is already in use")
         req = new_request(
-            rid, prompt_ids, self.tok, self.device, self.max_len, self.model, max_new_tokens=max_new_tokens,
-            temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop_ids=stop_ids,
+            rid,
+            prompt_ids,
+            self.tok,
+            self.device,
+            self.max_len,
+            self.model,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            stop_ids=stop_ids,
             stop_strings=stop_strings,
         )
         if req.max_new == 0:
@@ -328,7 +356,9 @@ class Engine:
                 texts[out.request_id] += out.text
                 if out.finished:
                     done[out.request_id] = GenerationResult(
-                        toks[out.request_id], texts[out.request_id], out.finish_reason or "stop",
+                        toks[out.request_id],
+                        texts[out.request_id],
+                        out.finish_reason or "stop",
                         len(prompts[ids.index(out.request_id)]),
                     )
         return [done[i] for i in ids]

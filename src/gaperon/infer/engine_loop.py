@@ -16,6 +16,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+
 class Overloaded(RuntimeError):
     """Too many requests in flight: the caller should answer 'try again later' (HTTP 503)."""
 

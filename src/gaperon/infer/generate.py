@@ -186,8 +186,13 @@ def stream(
     else:
         tokens = plain_tokens(model, prompt_ids, params, use_cache=cache)
     return Generation(
-        tokens, tok, prompt_tokens=len(prompt_ids), max_new_tokens=budget, stop_ids=stops,
-        stop_strings=stop_strings, acceptance=acceptance,
+        tokens,
+        tok,
+        prompt_tokens=len(prompt_ids),
+        max_new_tokens=budget,
+        stop_ids=stops,
+        stop_strings=stop_strings,
+        acceptance=acceptance,
     )
 
 

@@ -18,7 +18,12 @@ ROLES = ("system", "user", "assistant", "developer", "tool")
 
 class APIError(Exception):
     def __init__(
-        self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
         code: str | None = None,
     ) -> None:
         super().__init__(message)
@@ -87,7 +92,9 @@ def _stop_strings(body: dict) -> list[str]:
 def _unsupported(body: dict) -> None:
     n = body.get("n")
     if n is not None and n != 1:
-        raise _bad("n", f"only n=1 is supported, got n={n!r}: send separate requests instead", "unsupported_value")
+        raise _bad(
+            "n", f"only n=1 is supported, got n={n!r}: send separate requests instead", "unsupported_value"
+        )
     for name in ("logprobs", "top_logprobs", "echo", "suffix", "tools", "functions"):
         if body.get(name):
             raise _bad(name, f"'{name}' is not supported by this server", "unsupported_parameter")
@@ -106,12 +113,18 @@ def _message_text(m: Any, i: int) -> dict:
         raise _bad("messages", f"{where} must be an object with 'role' and 'content'", "invalid_type")
     role = m.get("role")
     if role not in ROLES:
-        raise _bad("messages", f"{where}.role must be one of {', '.join(ROLES)}, got {role!r}", "invalid_value")
+        raise _bad(
+            "messages", f"{where}.role must be one of {', '.join(ROLES)}, got {role!r}", "invalid_value"
+        )
     content = m.get("content")
     if isinstance(content, list):  # content parts: only text is understood
         texts = []
         for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            if (
+                not isinstance(part, dict)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
                 raise _bad("messages", f"{where}.content: only text parts are supported", "unsupported_value")
             texts.append(part["text"])
         content = "".join(texts)
@@ -130,7 +143,9 @@ def _chat_prompt(body: dict, tok) -> list[int]:
     try:
         return tok.encode_chat(clean, add_generation_prompt=True)
     except Exception as e:  # ValueError, TypeError, or the template's own raise_exception (jinja2)
-        raise _bad("messages", f"the messages do not fit the model's chat template: {e}", "invalid_value") from None
+        raise _bad(
+            "messages", f"the messages do not fit the model's chat template: {e}", "invalid_value"
+        ) from None
 
 
 def _completion_prompt(body: dict, tok) -> list[int]:
@@ -169,15 +184,19 @@ def parse_request(body: Any, *, kind: str, model_name: str, tok, max_len: int) -
         raise _bad("model", "missing required parameter: 'model'", "missing_required_parameter")
     if model != model_name:
         raise APIError(
-            404, f"The model '{model}' does not exist; this server serves '{model_name}'",
-            param="model", code="model_not_found",
+            404,
+            f"The model '{model}' does not exist; this server serves '{model_name}'",
+            param="model",
+            code="model_not_found",
         )
     _unsupported(body)
     temperature = _get_number(body, "temperature", 1.0, 0.0, 2.0)
     top_p = _get_number(body, "top_p", 1.0, 0.0, 1.0, lo_open=True)
     top_k = body.get("top_k")
     if top_k is not None and (not _is_int(top_k) or top_k < -1):
-        raise _bad("top_k", f"'top_k' must be an integer >= 0 (or -1 for off), got {top_k!r}", "invalid_value")
+        raise _bad(
+            "top_k", f"'top_k' must be an integer >= 0 (or -1 for off), got {top_k!r}", "invalid_value"
+        )
     seed = body.get("seed")
     if seed is not None and not _is_int(seed):
         raise _bad("seed", f"'seed' must be an integer, got {seed!r}", "invalid_type")
@@ -208,8 +227,12 @@ def parse_request(body: Any, *, kind: str, model_name: str, tok, max_len: int) -
             "context_length_exceeded",
         )
     sampling = {
-        "max_new_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
-        "top_k": max(0, top_k or 0), "seed": seed, "stop_strings": stops,
+        "max_new_tokens": max_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": max(0, top_k or 0),
+        "seed": seed,
+        "stop_strings": stops,
     }
     return ParsedRequest(prompt, max_tokens, bool(stream), bool(options.get("include_usage")), sampling)
 
@@ -221,24 +244,37 @@ def new_id(kind: str) -> str:
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
     return {
-        "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
 
 
 def full_response(kind: str, rid: str, model: str, text: str, finish: str, n_prompt: int, n_out: int) -> dict:
     if kind == "chat":
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                  "finish_reason": finish}
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": None,
+            "finish_reason": finish,
+        }
         obj = "chat.completion"
     else:
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
         obj = "text_completion"
-    return {"id": rid, "object": obj, "created": int(time.time()), "model": model, "choices": [choice],
-            "usage": usage(n_prompt, n_out)}
+    return {
+        "id": rid,
+        "object": obj,
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+        "usage": usage(n_prompt, n_out),
+    }
 
 
-def chunk(kind: str, rid: str, model: str, text: str | None, finish: str | None, *, first: bool = False) -> dict:
+def chunk(
+    kind: str, rid: str, model: str, text: str | None, finish: str | None, *, first: bool = False
+) -> dict:
     if kind == "chat":
         delta: dict = {}
         if first:
@@ -255,5 +291,11 @@ def chunk(kind: str, rid: str, model: str, text: str | None, finish: str | None,
 
 def usage_chunk(kind: str, rid: str, model: str, n_prompt: int, n_out: int) -> dict:
     obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
-    return {"id": rid, "object": obj, "created": int(time.time()), "model": model, "choices": [],
-            "usage": usage(n_prompt, n_out)}
+    return {
+        "id": rid,
+        "object": obj,
+        "created": int(time.time()),
+        "model": model,
+        "choices": [],
+        "usage": usage(n_prompt, n_out),
+    }

@@ -85,7 +85,9 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
-        return error(APIError(e.status_code, str(e.detail), code="not_found" if e.status_code == 404 else None))
+        return error(
+            APIError(e.status_code, str(e.detail), code="not_found" if e.status_code == 404 else None)
+        )
 
     @app.exception_handler(Exception)
     async def _server_error(request: Request, e: Exception) -> JSONResponse:
@@ -98,8 +100,9 @@ def create_app(
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
-            raise APIError(401, "Incorrect or missing API key: send 'Authorization: Bearer KEY'",
-                           code="invalid_api_key")
+            raise APIError(
+                401, "Incorrect or missing API key: send 'Authorization: Bearer KEY'", code="invalid_api_key"
+            )
 
     @app.get("/health")
     async def health() -> dict:
@@ -109,8 +112,10 @@ def create_app(
     @app.get("/v1/models")
     async def models(request: Request) -> dict:
         check_auth(request)
-        return {"object": "list",
-                "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "gaperon"}]}
+        return {
+            "object": "list",
+            "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "gaperon"}],
+        }
 
     async def read_json(request: Request):
         declared = request.headers.get("content-length", "")
@@ -120,14 +125,17 @@ def create_app(
         async for part in request.stream():
             size += len(part)
             if size > MAX_BODY_BYTES:
-                raise APIError(413, f"the request body is over {MAX_BODY_BYTES} bytes", code="request_too_large")
+                raise APIError(
+                    413, f"the request body is over {MAX_BODY_BYTES} bytes", code="request_too_large"
+                )
             chunks.append(part)
         raw = b"".join(chunks)
         try:
             return json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise APIError(400, f"We could not parse the JSON body of your request: {e}",
-                           code="invalid_json") from None
+            raise APIError(
+                400, f"We could not parse the JSON body of your request: {e}", code="invalid_json"
+            ) from None
 
     async def complete(request: Request, kind: str):
         check_auth(request)
@@ -135,15 +143,20 @@ def create_app(
         engine_loop = loop_holder["loop"]
         parsed = await asyncio.get_running_loop().run_in_executor(
             tokenizer_pool["pool"],
-            lambda: parse_request(body, kind=kind, model_name=model_name, tok=tok, max_len=engine_loop.max_len),
+            lambda: parse_request(
+                body, kind=kind, model_name=model_name, tok=tok, max_len=engine_loop.max_len
+            ),
         )
         rid = new_id(kind)
         if engine_loop.num_active >= engine_loop.max_pending:  # fail before a stream starts (200 sent)
             raise _busy(engine_loop)
         if parsed.stream:
             events = _sse(request, engine_loop, kind, rid, model_name, parsed)
-            return StreamingResponse(events, media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return StreamingResponse(
+                events,
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
         texts, n_out, finish = [], 0, "stop"
         async for out in _watch(request, engine_loop, _Outputs(engine_loop, parsed)):
             texts.append(out.text)
@@ -164,8 +177,12 @@ def create_app(
 
 
 def _busy(engine_loop: EngineLoop) -> APIError:
-    return APIError(503, f"The server is overloaded ({engine_loop.max_pending} requests in flight); retry later",
-                    type="server_error", code="server_overloaded")
+    return APIError(
+        503,
+        f"The server is overloaded ({engine_loop.max_pending} requests in flight); retry later",
+        type="server_error",
+        code="server_overloaded",
+    )
 
 
 class _Outputs:
@@ -177,7 +194,8 @@ class _Outputs:
         aloop = asyncio.get_running_loop()
         try:
             self.rid = engine_loop.submit(
-                parsed.prompt_ids, parsed.sampling,
+                parsed.prompt_ids,
+                parsed.sampling,
                 lambda item: aloop.call_soon_threadsafe(self.queue.put_nowait, item),
             )
         except Overloaded:
@@ -204,7 +222,9 @@ async def _watch(request: Request, engine_loop: EngineLoop, outputs: _Outputs) -
             if isinstance(item, Exception):
                 outputs.finished = True
                 status = 400 if isinstance(item, ValueError) else 500
-                raise APIError(status, str(item), type="invalid_request_error" if status == 400 else "server_error")
+                raise APIError(
+                    status, str(item), type="invalid_request_error" if status == 400 else "server_error"
+                )
             yield item
             if item.finished:
                 outputs.finished = True
@@ -260,8 +280,9 @@ def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: st
 
 
 @contextlib.contextmanager
-def background_server(app: FastAPI, host: str = "127.0.0.1", port: int | None = None,
-                      log_level: str = "warning") -> Iterator[str]:
+def background_server(
+    app: FastAPI, host: str = "127.0.0.1", port: int | None = None, log_level: str = "warning"
+) -> Iterator[str]:
     """Serve `app` from a thread (tests, benchmarks); yields the base URL, stops on exit."""
     import uvicorn
 

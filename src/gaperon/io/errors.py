@@ -1,7 +1,5 @@
-"""The one error type of model interchange, so callers (the CLI) can show it as a single clear line."""
+"""Re-export: the interchange error lives in `gaperon.errors` with the other user errors."""
 
-from __future__ import annotations
+from gaperon.errors import ModelFormatError
 
-
-class ModelFormatError(ValueError):
-    """A model file or folder we cannot read; the message names the file and, where it applies, the tensor."""
+__all__ = ["ModelFormatError"]

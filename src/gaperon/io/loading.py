@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from gaperon.io.errors import ModelFormatError
+from gaperon.errors import ModelFormatError, UsageError
 from gaperon.io.hf import parse_dtype
 from gaperon.model.llama import Llama, ModelConfig
 
@@ -92,12 +92,17 @@ def convert_to_hf(
     (what `gaperon import` and `gaperon export` do). An existing non-empty `out` is refused unless
     `overwrite`; the folder is replaced atomically, so a failure leaves the old one intact."""
     from gaperon.io.hf import save_hf
+    from gaperon.io.safetensors_files import parse_size
 
+    try:
+        parse_size(max_shard_size)  # before the (possibly long) load, not after
+    except ValueError as e:
+        raise UsageError(f"max shard size: {e}") from None
     src, out = Path(src), Path(out)
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
         raise ModelFormatError(f"{out}: the output must not be the source {src} or inside it")
     if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
-        raise FileExistsError(f"{out}: already exists; choose another folder or pass --force to replace it")
+        raise UsageError(f"{out}: already exists; choose another folder or pass --force to replace it")
     loaded = load_model(src, dtype=dtype)
     save_hf(loaded.model, loaded.tokenizer, out, dtype=dtype, max_shard_size=max_shard_size)
     return loaded

@@ -18,8 +18,15 @@ PRESETS: dict[str, ModelConfig] = {
     "tiny-wide": ModelConfig(dim=256, n_layers=4, n_heads=8, n_kv_heads=2, ffn_dim=768, max_seq_len=1024),
     # Tiny vocabulary too: for unit tests that must run in milliseconds.
     "micro": ModelConfig(
-        vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=192, max_seq_len=256,
-        bos_token_id=1, eos_token_id=2,
+        vocab_size=512,
+        dim=64,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        ffn_dim=192,
+        max_seq_len=256,
+        bos_token_id=1,
+        eos_token_id=2,
     ),
 }
 

@@ -162,8 +162,12 @@ def load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) 
     state = _dcp_state(model, optimizer)
     with _quiet_dcp():
         dcp.load(state, checkpoint_id=str(path))
-    set_state_dict(model, optimizer if optimizer is not None else [], model_state_dict=state["model"],
-                   optim_state_dict=state.get("optim", {}))
+    set_state_dict(
+        model,
+        optimizer if optimizer is not None else [],
+        model_state_dict=state["model"],
+        optim_state_dict=state.get("optim", {}),
+    )
 
 
 def _dcp_state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:

@@ -16,8 +16,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-EXIT_REQUEUE = 75  # EX_TEMPFAIL: "checkpointed on request, run me again"
-
 
 @dataclass
 class DistEnv:

@@ -31,11 +31,11 @@ from torch import Tensor, nn
 from torch.distributed.checkpoint.api import CheckpointException
 
 from gaperon.atomic import write_json, write_text
-from gaperon.config import ConfigError
+from gaperon.errors import EXIT_REQUEUE, ConfigError, TrainingDiverged
 from gaperon.train import checkpoint as ckpt
 from gaperon.train.config import Recipe, load_recipe, phase_steps, resolve_path
 from gaperon.train.data import build_sampler
-from gaperon.train.distributed import EXIT_REQUEUE, DistEnv, StopRequest, setup, teardown
+from gaperon.train.distributed import DistEnv, StopRequest, setup, teardown
 from gaperon.train.metrics import (
     Console,
     MetricsLogger,
@@ -48,10 +48,6 @@ from gaperon.train.optim import build_optimizer, set_lr
 from gaperon.train.parallelize import build_mesh, parallelize
 from gaperon.train.precision import PrecisionPolicy
 from gaperon.train.schedule import cooldown_lr, lr_at
-
-
-class TrainingDiverged(RuntimeError):
-    """Too many consecutive non-finite steps; the last good checkpoint is left as the latest."""
 
 
 @dataclass
