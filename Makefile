@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml Makefile
 
 test: setup
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/python -m pytest tests
 
 lint: setup
