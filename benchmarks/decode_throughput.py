@@ -28,7 +28,7 @@ class _SilentTokenizer:
     stop_ids = frozenset()
     vocab_size = 1 << 30
 
-    def decode(self, ids, skip_special: bool = True) -> str:
+    def decode(self, ids, skip_special: bool = True) -> str:  # noqa: ARG002 - the tokenizer interface
         return ""
 
 

@@ -85,7 +85,8 @@ def bench_hf(preset: str, repeat: int) -> None:
         f"ratio {hf_save_s / save_s:.2f}x"
     )
     print(
-        f"hf load ({preset}): ours {load_s:.2f}s  transformers {hf_load_s:.2f}s  ratio {hf_load_s / load_s:.2f}x  "
+        f"hf load ({preset}): ours {load_s:.2f}s  transformers {hf_load_s:.2f}s  ratio "
+        f"{hf_load_s / load_s:.2f}x  "
         f"logits max abs diff (fp32) {diff:.2e}"
     )
 

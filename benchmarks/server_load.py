@@ -195,7 +195,8 @@ def main() -> int:
     print(
         f"1 client: {single['tok_s']} tok/s, p50 {single['latency_p50_s']} s | {args.clients} clients: "
         f"{multi['tok_s']} tok/s, p50 {multi['latency_p50_s']} s, p95 {multi['latency_p95_s']} s, "
-        f"p99 {multi['latency_p99_s']} s | batching gain x{ratio:.2f} | failed {single['failed'] + multi['failed']}"
+        f"p99 {multi['latency_p99_s']} s | batching gain x{ratio:.2f} | failed "
+        f"{single['failed'] + multi['failed']}"
     )
     return 1 if single["failed"] or multi["failed"] else 0
 

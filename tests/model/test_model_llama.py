@@ -1,4 +1,5 @@
-"""Model-level facts: preset sizes, the gain-scale trick, KV-cache decoding, document masking, config checks."""
+"""Model-level facts: preset sizes, the gain-scale trick, KV-cache decoding, document masking, config
+checks."""
 
 from __future__ import annotations
 

@@ -290,11 +290,12 @@ def _read_txt(path: Path, options: ReadOptions, report: ReaderReport) -> Iterato
 
 
 def _read_parquet(path: Path, options: ReadOptions, report: ReaderReport) -> Iterator[dict]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
-    except Exception as e:
+    except (pa.ArrowException, OSError) as e:
         raise DataError(f"{path}: not a readable parquet file: {e}") from None
     names = set(pf.schema_arrow.names)
     wanted = {f.split(".")[0] for f in (options.text_field, options.repeat_field, "source", "lang") if f}

@@ -72,13 +72,15 @@ def open_gguf(path: str | Path) -> GGUFReader:
         raise ModelFormatError(f"{path}: not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
     try:
         reader = GGUFReader(path)
-    except Exception as e:  # the reader raises ValueError/IndexError/KeyError... on bad bytes
+    except Exception as e:  # noqa: BLE001 - on bad bytes gguf's reader raises any of ValueError, IndexError,
+        # KeyError, struct.error, OverflowError...; the file was checked to exist and be GGUF just above
         raise ModelFormatError(f"{path}: truncated or corrupt GGUF file ({type(e).__name__}: {e})") from None
     size = path.stat().st_size
     for t in reader.tensors:
         if t.data_offset + t.n_bytes > size or t.data.nbytes != t.n_bytes:
             raise ModelFormatError(
-                f"{path}: truncated GGUF file: tensor {t.name!r} needs bytes up to {t.data_offset + t.n_bytes}, "
+                f"{path}: truncated GGUF file: tensor {t.name!r} needs bytes up to "
+                f"{t.data_offset + t.n_bytes}, "
                 f"file has {size}"
             )
     return reader
@@ -92,7 +94,7 @@ def read_metadata(
         if key.startswith(prefixes):
             try:
                 out[key] = field.contents()
-            except Exception:  # an exotic field type we do not need
+            except Exception:  # noqa: BLE001 - GGUF metadata read: an exotic field type we do not need
                 continue
     return out
 
@@ -121,7 +123,8 @@ def gguf_model_config(meta: dict, where: str) -> ModelConfig:
     for key in ("rope.dimension_count", "attention.key_length", "attention.value_length"):
         if meta.get(f"llama.{key}") not in (None, head_dim):
             raise ModelFormatError(
-                f"{where}: llama.{key} is {meta[f'llama.{key}']}, expected embedding_length / head_count = {head_dim}"
+                f"{where}: llama.{key} is {meta[f'llama.{key}']}, expected embedding_length / "
+                f"head_count = {head_dim}"
             )
     vocab = meta.get("llama.vocab_size") or len(meta.get("tokenizer.ggml.tokens") or [])
     fields: dict[str, Any] = dict(
@@ -151,7 +154,8 @@ def _dequantize(t: Any, where: str) -> torch.Tensor:
         arr = dequantize(t.data, t.tensor_type)
     except NotImplementedError:
         raise ModelFormatError(
-            f"{where}: tensor {t.name!r} has quantization type {t.tensor_type.name}, which cannot be dequantized"
+            f"{where}: tensor {t.name!r} has quantization type {t.tensor_type.name}, which cannot "
+            f"be dequantized"
         ) from None
     shape = tuple(int(d) for d in reversed(t.shape.tolist()))
     # np.array copies: the reader's memory map is read-only.

@@ -20,7 +20,8 @@ from gaperon.model.llama import Llama, ModelConfig
 if TYPE_CHECKING:
     from gaperon.tokenizer import Tokenizer
 
-# What makes a folder a training run (RUN_DIR) rather than an HF folder; RUN_DIR/checkpoints/<step> is one too.
+# What makes a folder a training run (RUN_DIR) rather than an HF folder;
+# RUN_DIR/checkpoints/<step> is one too.
 RUN_MARKERS = ("run.yaml", "checkpoints", "model_config.json")
 ACCEPTED = (
     "a .gguf file, a Hugging Face model folder (with config.json), "

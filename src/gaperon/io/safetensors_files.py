@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from gaperon.io.errors import ModelFormatError
@@ -169,12 +169,12 @@ class TensorStore:
         if handle is None:
             try:
                 handle = safe_open(str(info.file), framework="pt")
-            except Exception as e:  # safetensors raises its own Rust-side error types
+            except (SafetensorError, OSError) as e:
                 raise ModelFormatError(f"{info.file}: cannot open safetensors file ({e})") from None
             self._handles[info.file] = handle
         try:
             return handle.get_tensor(name)
-        except Exception as e:
+        except (SafetensorError, OSError) as e:
             raise ModelFormatError(f"{info.file}: cannot read tensor {name!r} ({e})") from None
 
     def close(self) -> None:

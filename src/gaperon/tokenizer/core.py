@@ -291,7 +291,10 @@ class Tokenizer:
         return folder
 
     def __repr__(self) -> str:
-        return f"Tokenizer(name={self.name!r}, vocab_size={self.vocab_size}, bos={self.bos_id}, eos={self.eos_id})"
+        return (
+            f"Tokenizer(name={self.name!r}, vocab_size={self.vocab_size}, "
+            f"bos={self.bos_id}, eos={self.eos_id})"
+        )
 
 
 def _drop_implicit_specials(backend: Backend) -> None:

@@ -118,7 +118,7 @@ def _token_name(value: Any) -> str | None:
 def _from_tokenizer_json(file: Path, folder: Path | None) -> Tokenizer:
     try:
         backend = Backend.from_file(str(file))
-    except Exception as e:  # the Rust error does not name the file
+    except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception from Rust; we add the file
         _read_json(file)  # a clearer message for a truncated or non-JSON file
         raise ValueError(f"{file}: not a tokenizers tokenizer.json ({e})") from None
     config: dict[str, Any] = {}
@@ -141,7 +141,8 @@ def _from_tokenizer_json(file: Path, folder: Path | None) -> Tokenizer:
         guess = _guess_roles(backend)
         if guess is None:
             raise ValueError(
-                f"{file}: cannot tell which token is EOS; put a tokenizer_config.json with eos_token beside it"
+                f"{file}: cannot tell which token is EOS; put a tokenizer_config.json with "
+                f"eos_token beside it"
             )
         bos, eos, pad_guess, guessed_stop, guessed_template = guess
         pad = pad or pad_guess

@@ -135,5 +135,6 @@ def configure_byte_level(backend: Backend, pattern: str) -> None:
         ]
     )
     backend.decoder = decoders.ByteLevel()
-    # Offsets only; deliberately no BOS template: BOS is added explicitly (encode(bos=True) / the chat template).
+    # Offsets only; deliberately no BOS template: BOS is added explicitly (encode(bos=True) or the chat
+    # template).
     backend.post_processor = processors.ByteLevel(trim_offsets=False)
