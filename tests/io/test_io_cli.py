@@ -39,6 +39,20 @@ def test_import_hf_folder_and_refuse_existing_output(tmp_path, capsys):
     assert main(["import", str(src), str(src / "inner")]) == 1
 
 
+def test_bad_max_shard_size_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+    import gaperon.io.loading as loading
+
+    def no_loading(*_args, **_kwargs):
+        raise AssertionError("the model was loaded before the argument was checked")
+
+    monkeypatch.setattr(loading, "load_model", no_loading)
+    src = save_hf(random_llama("micro"), None, tmp_path / "src")
+    assert main(["import", str(src), str(tmp_path / "out"), "--max-shard-size", "2XB"]) == 2
+    err = capsys.readouterr().err
+    assert "'2XB'" in err and "Traceback" not in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_training_run(tmp_path):
     from gaperon.tokenizer import llama3_tokenizer
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import zstandard
+
 from gaperon.errors import DataError
 
 JSONL_SUFFIXES = (
@@ -265,10 +267,8 @@ def _read_jsonl(path: Path, options: ReadOptions, report: ReaderReport) -> Itera
                     yield doc
     except (OSError, EOFError) as e:
         raise DataError(f"{path}: cannot read compressed/plain stream: {e}") from None
-    except Exception as e:  # zstandard raises its own ZstdError type
-        if type(e).__name__ == "ZstdError":
-            raise DataError(f"{path}: corrupt zstd stream: {e}") from None
-        raise
+    except zstandard.ZstdError as e:
+        raise DataError(f"{path}: corrupt zstd stream: {e}") from None
 
 
 def _read_txt(path: Path, options: ReadOptions, report: ReaderReport) -> Iterator[dict]:

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from gaperon.data.mixture import Phase
-from gaperon.data.readers import DataError
 from gaperon.data.shards import SplitView, load_manifest
+from gaperon.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class MixtureSampler:
 
     def __init__(self, phase: Phase, global_batch: int, tokenizer_identity: str | None = None):
         if global_batch < 1:
-            raise ValueError(f"global_batch must be >= 1, got {global_batch}")
+            raise ConfigError(f"global_batch must be >= 1, got {global_batch}")
         self.phase, self.global_batch, self.seq_len = phase, global_batch, phase.seq_len
         self.step = 0  # the next step the trainer will ask for (only for state_dict bookkeeping)
         weights = phase.weights
@@ -227,7 +227,7 @@ class MixtureSampler:
         """(source index, train token offset) of each row of the batch: the batch minus the reading."""
         B = self.global_batch
         if world_size < 1 or B % world_size:
-            raise ValueError(f"global_batch {B} is not divisible by world_size {world_size}")
+            raise ConfigError(f"global_batch {B} is not divisible by world_size {world_size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside [0, {world_size})")
         if step < 0:
@@ -323,5 +323,5 @@ class MixtureSampler:
             if k != "step" and state.get(k) != mine[k]
         ]
         if diff:
-            raise ValueError("data sampler state does not match this phase (" + "; ".join(diff) + ")")
+            raise ConfigError("data sampler state does not match this phase (" + "; ".join(diff) + ")")
         self.step = int(state.get("step", 0))

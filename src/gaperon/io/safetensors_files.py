@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from gaperon.io.errors import ModelFormatError
+from gaperon.errors import ModelFormatError, UsageError
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -47,10 +47,10 @@ def parse_size(size: int | str) -> int:
     else:
         m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(size))
         if not m or m.group(2).upper() not in _UNITS:
-            raise ValueError(f"bad size {size!r}: use e.g. 2GB, 500MB, 1GiB or a number of bytes")
+            raise UsageError(f"bad size {size!r}: use e.g. 2GB, 500MB, 1GiB or a number of bytes")
         value = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
     if value <= 0:
-        raise ValueError(f"size must be positive, got {size!r}")
+        raise UsageError(f"size must be positive, got {size!r}")
     return value
 
 

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import torch
 
+from gaperon.errors import ConfigError
 from gaperon.model.llama import Llama, ModelConfig
 
 PRESETS: dict[str, ModelConfig] = {
@@ -31,9 +32,15 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
+class UnknownPresetError(ConfigError, KeyError):
+    """A preset name we do not know; still a KeyError for callers that look names up that way."""
+
+    __str__ = Exception.__str__  # KeyError would quote the message
+
+
 def get_preset(name: str, **overrides) -> ModelConfig:
     if name not in PRESETS:
-        raise KeyError(f"unknown model preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+        raise UnknownPresetError(f"unknown model preset {name!r}; known: {', '.join(sorted(PRESETS))}")
     return replace(PRESETS[name], **overrides)
 
 

@@ -24,6 +24,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import processors
 
 from gaperon.atomic import write_json, write_text
+from gaperon.errors import ModelFormatError
 from gaperon.tokenizer.chat import render_chat_template
 from gaperon.tokenizer.fast_path import ranks_if_equivalent, safe_for_tiktoken, tiktoken_encoding
 
@@ -98,7 +99,7 @@ class Tokenizer:
     def _require(self, token: str, role: str) -> int:
         i = self._backend.token_to_id(token)
         if i is None:
-            raise ValueError(f"{role} {token!r} is not in the tokenizer's vocabulary")
+            raise ModelFormatError(f"tokenizer {self.name!r}: {role} {token!r} is not in its vocabulary")
         return i
 
     # -- pickling (multiprocessing data workers): the lock and lazy copies are rebuilt on demand
@@ -222,7 +223,10 @@ class Tokenizer:
         self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True
     ) -> str:
         if self.chat_template is None:
-            raise ValueError(f"tokenizer {self.name!r} has no chat template")
+            raise ModelFormatError(
+                f"tokenizer {self.name!r} has no chat template (tokenizer_config.json chat_template or "
+                "chat_template.jinja); use plain prompts instead of chat messages"
+            )
         return render_chat_template(
             self.chat_template,
             messages,
