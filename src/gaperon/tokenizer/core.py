@@ -127,8 +127,10 @@ class Tokenizer:
                     self._plain = plain
         return self._plain
 
-    def _fast_encoder(self) -> tiktoken.Encoding | None:
-        """tiktoken on the same ranks when that is provably the same BPE (see fast_path.py)."""
+    def fast_encoder(self) -> tiktoken.Encoding | None:
+        """The tiktoken Encoding on the same ranks when that is provably the same BPE (see
+        fast_path.py), else None. Bulk encoders (data packing) call it directly; they must send texts
+        that fail `fast_path.safe_for_tiktoken` to `encode`/`encode_batch`, as this class does."""
         if not self._fast_checked:
             with self._lock:
                 if not self._fast_checked:
@@ -139,10 +141,13 @@ class Tokenizer:
                     self._fast_checked = True
         return self._fast
 
+    # Kept until data/pack.py calls fast_encoder(); tests/core/test_layering.py tracks it.
+    _fast_encoder = fast_encoder
+
     @property
     def uses_tiktoken(self) -> bool:
         """Whether encode* runs on tiktoken (an exact accelerator) rather than the HF backend."""
-        return self._fast_encoder() is not None
+        return self.fast_encoder() is not None
 
     def _hf_encode_batch(self, texts: list[str], allow_special: bool) -> list[list[int]]:
         backend = self._backend if allow_special else self._plain_backend()
@@ -164,7 +169,7 @@ class Tokenizer:
         """Token ids of `text`; special-token text becomes special ids only with allow_special=True."""
         if not isinstance(text, str):
             raise TypeError(f"encode expects a str, got {type(text).__name__}")
-        fast = self._fast_encoder()
+        fast = self.fast_encoder()
         if fast is not None and safe_for_tiktoken(text):
             ids = fast.encode(text, allowed_special="all") if allow_special else fast.encode_ordinary(text)
         else:
@@ -180,7 +185,7 @@ class Tokenizer:
             if not isinstance(t, str):
                 raise TypeError(f"encode_batch: texts[{i}] is a {type(t).__name__}, not a str")
         out: list[list[int]] = [[] for _ in texts]
-        fast = self._fast_encoder()
+        fast = self.fast_encoder()
         slow_idx = list(range(len(texts)))
         if fast is not None:
             quick = [i for i, t in enumerate(texts) if safe_for_tiktoken(t)]
