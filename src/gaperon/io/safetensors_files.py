@@ -14,6 +14,7 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -151,7 +152,7 @@ class TensorStore:
 
     def __init__(self, infos: dict[str, TensorInfo]) -> None:
         self.infos = infos
-        self._handles: dict[Path, object] = {}
+        self._handles: dict[Path, Any] = {}  # safetensors' safe_open handles (untyped)
 
     @classmethod
     def from_files(cls, files: Iterable[Path]) -> TensorStore:

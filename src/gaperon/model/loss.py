@@ -91,9 +91,9 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             safe_y = torch.where(valid, yc, torch.zeros_like(yc))
             loss_sum, g = fn(hc @ w_h.t(), safe_y, valid, inv_denom, h.dtype)
             total += loss_sum
-            if need_h:
+            if grad_h is not None:
                 grad_h[start : start + chunk_tokens] = g @ w_h
-            if need_w:
+            if grad_w is not None:
                 grad_w.addmm_(g.t().to(acc), hc.to(acc))  # in place: no V x D temporary
         ctx.save_for_backward(grad_h, grad_w)
         ctx.dtypes = (h.dtype, weight.dtype)

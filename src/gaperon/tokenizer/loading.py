@@ -159,7 +159,8 @@ def _from_tokenizer_json(file: Path, folder: Path | None) -> Tokenizer:
     stop = [t for t in stop if backend.token_to_id(t) is not None]
     name = sidecar.get("name") or (folder.name if folder is not None else file.stem)
     max_len = config.get("model_max_length")
-    kwargs = {"model_max_length": int(max_len)} if isinstance(max_len, int) and max_len < 10**9 else {}
+    # transformers writes a huge sentinel when the length is unknown: keep our default then.
+    model_max_length = int(max_len) if isinstance(max_len, int) and max_len < 10**9 else 4096
     return Tokenizer(
         backend,
         bos_token=bos,
@@ -168,7 +169,7 @@ def _from_tokenizer_json(file: Path, folder: Path | None) -> Tokenizer:
         stop_tokens=stop,
         chat_template=template,
         name=str(name),
-        **kwargs,
+        model_max_length=model_max_length,
     )
 
 
