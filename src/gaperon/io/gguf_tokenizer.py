@@ -10,7 +10,9 @@ gives the same ids because the SmolLM vocabulary has no multi-digit tokens (the 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
@@ -58,7 +60,7 @@ class GGUFTokenizerSpec:
     chat_template: str | None
 
 
-def build_byte_level_bpe(meta: dict, where: str) -> GGUFTokenizerSpec:
+def build_byte_level_bpe(meta: Mapping[str, Any], where: str) -> GGUFTokenizerSpec:
     """`meta`: the file's `tokenizer.*` fields as plain Python values (lists, ints, strings)."""
     from gaperon.io.errors import ModelFormatError
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, cast
 
 import torch
 
+from gaperon.dtypes import parse_dtype
 from gaperon.errors import ModelFormatError, UsageError
-from gaperon.io.hf import parse_dtype
 from gaperon.model.llama import Llama, ModelConfig
 
 if TYPE_CHECKING:

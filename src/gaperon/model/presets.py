@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from gaperon.errors import ConfigError
 from gaperon.model.llama import Llama, ModelConfig
@@ -45,10 +50,51 @@ def get_preset(name: str, **overrides) -> ModelConfig:
 
 
 def build(cfg: ModelConfig, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Llama:
-    """Build a model; on device 'meta' this is instant at any size (no memory is touched)."""
-    with torch.device(device):
-        model = Llama(cfg)
+    """Build a model; on device 'meta' this is instant at any size (no memory is touched).
+
+    On 'meta' the parameters are allocated there and nothing is initialised (callers load weights
+    or call `to_empty` + `init_weights`); the small RoPE buffers are computed on the CPU, because
+    torch's meta kernels for `arange` and `normal_` import the whole compiler stack (seconds) on
+    first use. Loaders call `reset_rope(device)` after filling the weights, as before."""
+    if torch.device(device).type != "meta":
+        with torch.device(device):
+            model = Llama(cfg)
+    else:
+        with _ParametersOnMeta(), _no_init():
+            model = Llama(cfg)
+        assert all(p.is_meta for p in model.parameters()), "a parameter was not created on meta"
     return model.to(dtype) if dtype is not None else model
+
+
+class _ParametersOnMeta(TorchFunctionMode):
+    """`torch.empty` without a device (how every torch.nn layer allocates its weights) goes to meta."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ARG002 - torch's signature
+        kwargs = dict(kwargs or {})
+        if func is torch.empty and kwargs.get("device") is None:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
+# torch.nn's layers initialise themselves in __init__: pointless on meta, where it costs the import
+# above. Skipped only while a meta model is being built.
+_INIT_FUNCTIONS = ("normal_", "uniform_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_", "constant_")
+
+
+@contextlib.contextmanager
+def _no_init() -> Iterator[None]:
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+    try:
+        for name in _INIT_FUNCTIONS:
+            setattr(nn.init, name, _keep)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
+
+
+def _keep(tensor: torch.Tensor, *_args: Any, **_kwargs: Any) -> torch.Tensor:
+    return tensor
 
 
 def describe(name: str) -> str:
