@@ -223,12 +223,12 @@ def _match_tensors(model: Llama, tensors: dict[str, GGUFTensor], where: str) -> 
             raise ModelFormatError(f"{where}: unexpected tensor {gname!r} for a llama model")
         found[name] = t
     for name, shape in expected.items():
-        t = found.get(name)
-        if t is None:
+        match = found.get(name)
+        if match is None:
             raise ModelFormatError(f"{where}: tensor for {name!r} is missing")
-        if t.shape != shape:
+        if match.shape != shape:
             raise ModelFormatError(
-                f"{where}: tensor {t.name!r} has shape {list(t.shape)}, expected {list(shape)}"
+                f"{where}: tensor {match.name!r} has shape {list(match.shape)}, expected {list(shape)}"
             )
     return {name: found[name] for name in expected}
 
