@@ -30,10 +30,12 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint import FileSystemWriter
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from gaperon.atomic import write_json, write_text
+from gaperon.errors import CheckpointError
 
 COMPLETE = "COMPLETE"
 META = "meta.json"
@@ -90,19 +92,38 @@ def save(
     _barrier()
     state = _dcp_state(model, optimizer)
     with _quiet_dcp():
-        dcp.save(state, checkpoint_id=str(tmp))
+        # sync_files: each rank fsyncs the shards it wrote (on its own node) before the barrier.
+        dcp.save(state, storage_writer=FileSystemWriter(str(tmp), sync_files=True))
     _barrier()
     if _rank() == 0:
+        # Shards and folder durable first, then meta.json and COMPLETE: after a power loss the
+        # marker never vouches for files that did not reach the disk.
+        fsync_tree(tmp)
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         write_json(tmp / META, {**meta, "step": step, "has_optimizer": optimizer is not None, "files": files})
         write_text(tmp / COMPLETE, "ok\n")
         if final.exists():  # a re-save of the same step (e.g. after a resume): replace it whole
             shutil.rmtree(final)
         os.replace(tmp, final)
+        fsync_tree(root, files=False)
         write_text(root / "latest", name + "\n")
         _prune(root, keep_last)
     _barrier()
     return final
+
+
+def fsync_tree(folder: Path, files: bool = True) -> None:
+    """fsync every file directly in `folder` (when `files`), then the folder itself (its entries)."""
+    if files:
+        for f in sorted(folder.iterdir()):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _prune(root: Path, keep_last: int) -> None:
@@ -189,12 +210,17 @@ def load_from(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | N
     """Load another run's latest usable checkpoint (or one checkpoint folder): for branching."""
     path = Path(path)
     if (path / META).exists() or (path / COMPLETE).exists():
-        meta = validate(path)
-        load(path, model, optimizer)
+        try:
+            meta = validate(path)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+        reason = _try_load(path, model, optimizer)
+        if reason is not None:
+            raise CheckpointError(f"{path}: {reason}")
         return Loaded(path, meta)
     loaded = load_latest(path, model, optimizer, log=log)
     if loaded is None:
-        raise ValueError(f"{path}: no usable checkpoint to start from")
+        raise CheckpointError(f"{path}: no checkpoint to start from under {checkpoint_dir(path)}")
     return loaded
 
 
@@ -204,16 +230,46 @@ class Loaded:
     meta: dict
 
 
+def _try_load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> str | None:
+    """Load one checkpoint; None on success, else why it failed (one line)."""
+    try:
+        load(path, model, optimizer)
+    except (Exception, CheckpointException) as e:  # noqa: BLE001 - DCP raises many types (one a BaseException); the reason goes into a CheckpointError or a loud fallback, never dropped
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        return f"cannot be read ({type(e).__name__}: {first})"
+    return None
+
+
 def load_latest(
     run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, log=print
 ) -> Loaded | None:
-    """Load the newest usable checkpoint; one that validates but fails to read is skipped too."""
-    candidates = list(reversed(list_checkpoints(checkpoint_dir(run_dir))))
-    for path in candidates:
+    """Load the newest checkpoint that validates and reads; None only when the run has none at all.
+
+    Checkpoints exist but none loads -> CheckpointError naming each one and why, before anything in
+    the run folder is touched: a run is never silently restarted (which would truncate its metrics
+    and, as the new run reaches their step numbers, replace its checkpoints). A newer checkpoint
+    skipped for an older one is reported loudly."""
+    root = checkpoint_dir(run_dir)
+    failures: list[str] = []
+    for path in reversed(list_checkpoints(root)):
         try:
             meta = validate(path)
-            load(path, model, optimizer)
-            return Loaded(path, meta)
-        except (Exception, CheckpointException) as e:  # noqa: BLE001 - any read failure: use the previous one
-            log(f"checkpoint {path} is unusable: {e}; trying the previous one")
+            reason = _try_load(path, model, optimizer)
+        except ValueError as e:
+            reason = str(e)
+        if reason is not None:
+            failures.append(f"{path.name}: {reason}")
+            continue
+        if failures:
+            log(
+                f"warning: skipped {len(failures)} newer checkpoint(s) that cannot be resumed "
+                f"({'; '.join(failures)}); falling back to the earlier {path}"
+            )
+        return Loaded(path, meta)
+    if failures:
+        raise CheckpointError(
+            f"{root}: none of the {len(failures)} checkpoint(s) can be resumed: {'; '.join(failures)}. "
+            "Nothing in the run folder was changed. Fix the cause and run again, or pass --restart to "
+            "start over (the old checkpoints and metrics are then moved aside, not deleted)"
+        )
     return None

@@ -70,7 +70,7 @@ class SyntheticSampler:
         return {"kind": "synthetic", "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
-        return None
+        del state  # stateless: the batch at a step is a function of (seed, step) alone
 
 
 def mixture_dict(recipe: Recipe, phase: PhaseSpec, index: int) -> dict:

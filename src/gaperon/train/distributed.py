@@ -85,7 +85,7 @@ class StopRequest:
             signal.signal(sig, prev)
         self._previous.clear()
 
-    def _handler(self, signum, frame) -> None:
+    def _handler(self, _signum, _frame) -> None:
         self.flag = True
 
     def requested(self, device: torch.device) -> bool:
