@@ -1,16 +1,12 @@
-"""Sharded, crash-safe checkpoints with `torch.distributed.checkpoint` (DCP).
+"""Saving and resuming run checkpoints with `torch.distributed.checkpoint` (DCP): the policy.
 
-Layout under RUN_DIR/checkpoints/:
-
-    step_00001000/        one checkpoint: DCP shards + .metadata, meta.json, COMPLETE
-    latest                the name of the newest complete checkpoint (a convenience pointer)
-
-Every rank writes its shards into a hidden temporary folder; after a barrier, rank 0 writes
-meta.json (counters, sampler state, RNG states, recipe digest and the size of every file) and
-the COMPLETE marker, then renames the folder into place and moves `latest`. A crash at any moment
-leaves either the old checkpoints or the new one, never a half one under a final name. On load,
-a checkpoint with no marker, unreadable metadata or a file of the wrong size is reported and
-skipped for the previous one.
+The on-disk format (layout, COMPLETE marker, meta.json, validation) is `gaperon.io.run_format`,
+shared with the readers. Every rank writes its shards (fsynced) into a hidden temporary folder;
+after a barrier, rank 0 fsyncs the folder, writes meta.json (counters, sampler state, RNG states,
+recipe digest and the size of every file) and the COMPLETE marker, then renames the folder into
+place and moves `latest`. A crash at any moment leaves either the old checkpoints or the new one,
+never a half one under a final name. On resume a checkpoint that fails is reported and the previous
+one is tried; when none loads the run stops with a CheckpointError (it never silently restarts).
 """
 
 from __future__ import annotations
@@ -19,7 +15,6 @@ import base64
 import contextlib
 import json
 import os
-import re
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -36,10 +31,15 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 from gaperon.atomic import write_json, write_text
 from gaperon.errors import CheckpointError
-
-COMPLETE = "COMPLETE"
-META = "meta.json"
-_NAME = re.compile(r"^step_(\d{8,})$")
+from gaperon.io.run_format import (
+    COMPLETE,
+    LATEST,
+    META,
+    checkpoint_dir,
+    checkpoint_name,
+    list_checkpoints,
+    validate,
+)
 
 
 def _rank() -> int:
@@ -49,10 +49,6 @@ def _rank() -> int:
 def _barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
-
-
-def checkpoint_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
 
 
 def rng_state() -> dict:
@@ -83,7 +79,7 @@ def save(
 ) -> Path:
     """Collective: every rank calls it. Returns the final checkpoint folder."""
     root = checkpoint_dir(run_dir)
-    name = f"step_{step:08d}"
+    name = checkpoint_name(step)
     final = root / name
     tmp = root / f".tmp-{name}"
     if _rank() == 0:
@@ -106,7 +102,7 @@ def save(
             shutil.rmtree(final)
         os.replace(tmp, final)
         fsync_tree(root, files=False)
-        write_text(root / "latest", name + "\n")
+        write_text(root / LATEST, name + "\n")
         _prune(root, keep_last)
     _barrier()
     return final
@@ -139,43 +135,6 @@ def _prune(root: Path, keep_last: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob(".tmp-step_*"):
         shutil.rmtree(stale, ignore_errors=True)
-
-
-def list_checkpoints(root: Path) -> list[Path]:
-    """Checkpoint folders (complete or not) sorted by step, oldest first."""
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found)]
-
-
-def validate(path: Path) -> dict:
-    """The metadata of a complete, intact checkpoint; ValueError saying what is wrong otherwise."""
-    if not (path / COMPLETE).is_file():
-        raise ValueError("no COMPLETE marker (partial write)")
-    try:
-        meta = json.loads((path / META).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"unreadable {META} ({e})") from None
-    if not isinstance(meta, dict) or "files" not in meta or "step" not in meta:
-        raise ValueError(f"{META} lacks 'files'/'step'")
-    for fname, size in meta["files"].items():
-        f = path / fname
-        if not f.is_file():
-            raise ValueError(f"missing file {fname}")
-        if f.stat().st_size != size:
-            raise ValueError(f"file {fname} has {f.stat().st_size} bytes, expected {size} (truncated?)")
-    return meta
-
-
-def find_latest(run_dir: Path, log=print) -> tuple[Path, dict] | None:
-    """The newest checkpoint that validates, reporting each one skipped and why."""
-    for path in reversed(list_checkpoints(checkpoint_dir(run_dir))):
-        try:
-            return path, validate(path)
-        except ValueError as e:
-            log(f"checkpoint {path} is unusable: {e}; trying the previous one")
-    return None
 
 
 def load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
