@@ -54,7 +54,7 @@ from gaperon.train.metrics import (
 from gaperon.train.optim import build_optimizer, set_lr
 from gaperon.train.parallelize import build_mesh, parallelize
 from gaperon.train.precision import PrecisionPolicy
-from gaperon.train.schedule import cooldown_lr, lr_at
+from gaperon.train.schedule import phase_lr
 
 # What a run writes at the top of RUN_DIR (besides STOP): what --restart moves aside.
 RUN_FILES = ("checkpoints", "metrics.jsonl", "tb", "run.yaml", "model_config.json", "tokenizer")
@@ -275,10 +275,9 @@ class Trainer:
     # ---- steps -------------------------------------------------------------------------------
     def _lr(self, state: TrainState) -> float:
         phase = self.r.phases[state.phase_index]
-        n = self.steps[state.phase_index]
-        if phase.load == "cooldown" and (state.phase_index > 0 or self.r.init_from is not None):
-            return cooldown_lr(state.phase_start_lr, state.phase_step, n, phase.lr.min_lr)
-        return lr_at(phase.lr, state.sched_step, state.phase_step, n)
+        after_something = state.phase_index > 0 or self.r.init_from is not None
+        decays_from = state.phase_start_lr if after_something else None
+        return phase_lr(phase, decays_from, state.sched_step, state.phase_step, self.steps[state.phase_index])
 
     def _all_mean(self, value: Tensor) -> Tensor:
         if dist.is_initialized():
