@@ -2,14 +2,16 @@
 
 SLURM's walltime warning reaches the trainer either as a signal (SIGTERM/SIGUSR1 to a plain
 process) or as a STOP file in the run folder (what `scripts/slurm/train.sbatch` touches, because
-torchrun's agent would die on SIGUSR1 instead of forwarding it). The handler only sets a flag;
-the loop checkpoints at the next step boundary and exits with EXIT_REQUEUE.
+torchrun's agent would die on SIGUSR1 instead of forwarding it); a user's Ctrl-C is the same
+request. The handler only sets a flag; the loop checkpoints at the next step boundary and exits
+with EXIT_REQUEUE. A second Ctrl-C aborts at once.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,16 +67,18 @@ def teardown(env: DistEnv) -> None:
 
 
 class StopRequest:
-    """Set by SIGTERM/SIGUSR1 or by a STOP file; polled (and agreed on by all ranks) per step."""
+    """Set by SIGTERM/SIGUSR1, a STOP file or a first Ctrl-C (SIGINT); polled, and agreed on by all
+    ranks, once per step. A second Ctrl-C aborts at once (KeyboardInterrupt, exit 130)."""
 
     def __init__(self, run_dir: Path, check_file: bool = True) -> None:
         self.flag = False
+        self.interrupts = 0  # Ctrl-C presses seen
         self.check_file = check_file  # rank 0 only: one stat per step on a shared filesystem
         self.stop_file = Path(run_dir) / "STOP"
         self._previous: dict = {}
 
     def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
             try:
                 self._previous[sig] = signal.signal(sig, self._handler)
             except ValueError:  # not the main thread (e.g. a test harness): signals stay as they were
@@ -85,7 +89,17 @@ class StopRequest:
             signal.signal(sig, prev)
         self._previous.clear()
 
-    def _handler(self, _signum, _frame) -> None:
+    def _handler(self, signum, _frame) -> None:
+        if signum == signal.SIGINT:
+            self.interrupts += 1
+            if self.interrupts > 1:
+                raise KeyboardInterrupt
+            # os.write, not print: a handler may run while print holds the stdout buffer.
+            os.write(
+                sys.stderr.fileno(),
+                b"\nCtrl-C: checkpointing at the end of this step, then exiting (Ctrl-C again aborts now, "
+                b"losing the steps since the last checkpoint)\n",
+            )
         self.flag = True
 
     def requested(self, device: torch.device) -> bool:

@@ -456,9 +456,11 @@ class Trainer:
             ckpt.set_rng_state(loaded.meta["rng"])
         if loaded.meta.get("recipe_digest") != self.r.digest():
             self.say("warning: resuming a checkpoint written under a different recipe")
+        total = sum(self.steps)
         self.say(
-            f"resuming from {loaded.path}: step {state.global_step}, phase "
-            f"{self.r.phases[state.phase_index].name} step {state.phase_step}"
+            f"resuming at step {state.global_step} of {total}: {state.global_step} steps done, "
+            f"{total - state.global_step} to go (from {loaded.path}, phase "
+            f"{self.r.phases[state.phase_index].name} step {state.phase_step})"
         )
         return state
 
