@@ -57,6 +57,18 @@ class PhaseSpec:
     # How this phase starts from the previous one (ignored for the first phase).
     load: LoadMode = "continue"
 
+    @property
+    def length(self) -> int:
+        """seq_len of a resolved phase (`resolve_recipe` fills it in or the check refuses it)."""
+        if self.seq_len is None:
+            raise ValueError(f"phase {self.name!r}: seq_len is not resolved")
+        return self.seq_len
+
+    @property
+    def data_seed(self) -> int:
+        """The phase's data seed (0 when neither the recipe nor the mixture file sets one)."""
+        return 0 if self.seed is None else self.seed
+
 
 @dataclass
 class OptimSpec:
@@ -84,6 +96,11 @@ class ParallelSpec:
     # False: blocks keep their gathered parameters from forward to backward (less communication,
     # more memory); True (default): ZeRO-3, reshard after forward (needed for 8B).
     reshard_after_forward: bool = True
+    # Gradient accumulation under FSDP: per_step reduces gradients once per optimizer step (the
+    # micro-batches accumulate unsharded, locally: n_micro times less communication, but the full
+    # gradient is held until the step); per_micro_batch reduce-scatters after every micro-batch
+    # (gradients stay sharded: the memory-lean choice when the unsharded gradient does not fit).
+    grad_sync: Literal["per_step", "per_micro_batch"] = "per_step"
 
 
 @dataclass
@@ -155,7 +172,9 @@ def phase_steps(phase: PhaseSpec, global_batch: int) -> int:
     """Optimizer steps of a phase: `steps`, else ceil(tokens / tokens per step)."""
     if phase.steps is not None:
         return phase.steps
-    per_step = global_batch * phase.seq_len
+    if phase.tokens is None or isinstance(phase.tokens, str):
+        raise ValueError(f"phase {phase.name!r}: no resolved token budget")
+    per_step = global_batch * phase.length
     return max(1, -(-int(phase.tokens) // per_step))
 
 

@@ -48,13 +48,13 @@ def setup(device_pref: str = "auto", need_group: bool = False) -> DistEnv:
     backend = "nccl" if use_cuda else "gloo"
     # device_id binds the NCCL communicator to this rank's GPU at init (eager init): barriers and
     # object collectives (DCP's planning) then never guess a device, and a bad GPU fails here.
-    extra = {"device_id": device} if use_cuda else {}
+    device_id = device if use_cuda else None
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend=backend, init_method="env://", **extra)
+        dist.init_process_group(backend=backend, init_method="env://", device_id=device_id)
         owns = True
     elif need_group and not dist.is_initialized():
         store = dist.HashStore()
-        dist.init_process_group(backend=backend, store=store, rank=0, world_size=1, **extra)
+        dist.init_process_group(backend=backend, store=store, rank=0, world_size=1, device_id=device_id)
         owns = True
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()

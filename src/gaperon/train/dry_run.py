@@ -5,6 +5,8 @@ Reads the recipe (and its mixture files) only: no data folder, no device, no run
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gaperon.train.config import Recipe, phase_steps
 from gaperon.train.schedule import lr_plan
 
@@ -53,6 +55,6 @@ def _lr_table(r: Recipe) -> list[str]:
     return ["learning rate (at a few steps; steps count from 1):", *_table(rows)]
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
+def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]

@@ -15,7 +15,7 @@ With `doc_masking`, attention stays within a document and positions restart at e
 
 GPU step hygiene: one host sync per step (loss and grad norm read together, after clipping is
 queued), the next step's rows read and pinned while the GPU still runs this step's backward, and
-under hybrid sharding the cross-replica all-reduce only on the last micro-batch.
+under FSDP one gradient reduction per optimizer step (on the last micro-batch).
 """
 
 from __future__ import annotations
@@ -310,9 +310,20 @@ class Trainer:
             self._prefetched = ((phase_index, phase_step), self._device_batch(phase_index, phase_step))
 
     def _set_grad_sync(self, last_micro: bool) -> None:
-        """Hybrid sharding: reduce-scatter inside the shard group every micro-batch (memory stays
-        sharded) but all-reduce across replicas (nodes) only on the last one."""
-        if self.r.parallel.fsdp == "hybrid" and hasattr(self.model, "set_requires_all_reduce"):
+        """Under FSDP2, reduce gradients on the last micro-batch only (`parallel.grad_sync:
+        per_step`): earlier ones accumulate into the local unsharded gradient. In pure bf16 that
+        accumulation is in bf16, like the per-micro-batch path (which adds reduce-scattered bf16
+        shards): the optimizer sees bf16 gradients either way, and one reduction instead of n_micro
+        rounds less. In mixed bf16 FSDP2 accumulates in the fp32 reduce dtype. `per_micro_batch`
+        reduce-scatters every micro-batch and, under hybrid sharding, all-reduces across replicas
+        on the last one only."""
+        from torch.distributed.fsdp import FSDPModule
+
+        if not isinstance(self.model, FSDPModule):
+            return
+        if self.r.parallel.grad_sync == "per_step":
+            self.model.set_requires_gradient_sync(last_micro)
+        elif self.r.parallel.fsdp == "hybrid":
             self.model.set_requires_all_reduce(last_micro)
 
     def train_step(self, state: TrainState) -> dict:
@@ -352,8 +363,7 @@ class Trainer:
         else:
             state.nan_streak += 1
         self.optimizer.zero_grad(set_to_none=True)
-        seq = r.phases[state.phase_index].seq_len
-        step_tokens = r.batch.global_batch * seq
+        step_tokens = r.batch.global_batch * r.phases[state.phase_index].length
         state.phase_step += 1
         state.global_step += 1
         state.sched_step += 1
@@ -468,6 +478,8 @@ class Trainer:
         """Start this run from another run's checkpoint with the first phase's load mode: the
         weights always; the optimizer unless `model`; the schedule step only with `continue`.
         Step and token counters start at 0 (this is a new run)."""
+        if self.r.init_from is None:
+            raise ValueError("branch() needs init_from")
         src = resolve_path(self.r, self.r.init_from)
         mode = self.r.phases[0].load
         try:
@@ -540,7 +552,7 @@ class Trainer:
         r, index = self.r, state.phase_index
         n = self.steps[index]
         phase = r.phases[index]
-        fpt = flops_per_token(self.cfg, phase.seq_len)
+        fpt = flops_per_token(self.cfg, phase.length)
         t_last, tok_last = time.perf_counter(), state.tokens_seen
         t_phase, step_phase0 = time.perf_counter(), state.phase_step
         while state.phase_step < n:
