@@ -23,7 +23,15 @@ def test_first_ctrl_c_checkpoints_and_the_rerun_resumes(tmp_path):
     path = recipe(tmp_path, phases=phases, checkpoint={"every": 5, "keep_last": 2}, eval={"every": 100})
     out = tmp_path / "run"
     cmd = [GAPERON, "train", str(path), "--out", str(out)]
-    proc = subprocess.Popen(cmd, env=env1(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        env=env1(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As from a terminal: a shell's background job would otherwise inherit SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     latest = out / "checkpoints" / "latest"
     deadline = time.time() + 90
     while time.time() < deadline and proc.poll() is None and not latest.exists():
@@ -45,6 +53,7 @@ def test_first_ctrl_c_checkpoints_and_the_rerun_resumes(tmp_path):
 def test_second_ctrl_c_aborts_at_once(tmp_path):
     from gaperon.train.distributed import StopRequest
 
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in an interactive process
     stop = StopRequest(tmp_path)
     stop.install()
     try:
@@ -56,7 +65,9 @@ def test_second_ctrl_c_aborts_at_once(tmp_path):
             time.sleep(0.5)
     finally:
         stop.uninstall()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        restored = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, outer)
+    assert restored is signal.default_int_handler
 
 
 def test_quickstart_checkpoints_inside_every_phase():

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from gaperon.errors import ConfigError
+
 
 @dataclass
 class DistEnv:
@@ -40,7 +42,9 @@ def setup(device_pref: str = "auto", need_group: bool = False) -> DistEnv:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() if device_pref == "auto" else device_pref == "cuda"
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for but no CUDA device is available")
+        raise ConfigError(
+            "device: cuda was asked for but no CUDA device is available (use device: auto or cpu)"
+        )
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
@@ -79,6 +83,8 @@ class StopRequest:
 
     def install(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+            if sig == signal.SIGINT and signal.getsignal(sig) == signal.SIG_IGN:
+                continue  # started with Ctrl-C ignored (nohup, a background job): keep it so
             try:
                 self._previous[sig] = signal.signal(sig, self._handler)
             except ValueError:  # not the main thread (e.g. a test harness): signals stay as they were

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from gaperon.errors import ConfigError
 from gaperon.train.config import ParallelSpec
 from gaperon.train.precision import PrecisionPolicy
 
@@ -33,7 +34,7 @@ def build_mesh(spec: ParallelSpec, device_type: str):
         return init_device_mesh(device_type, (world,), mesh_dim_names=("shard",))
     shard = spec.shard_size or int(os.environ.get("LOCAL_WORLD_SIZE", world))
     if world % shard:
-        raise ValueError(f"parallel.shard_size {shard} does not divide the world size {world}")
+        raise ConfigError(f"parallel.shard_size: {shard} does not divide the world size {world}")
     return init_device_mesh(device_type, (world // shard, shard), mesh_dim_names=("replicate", "shard"))
 
 
