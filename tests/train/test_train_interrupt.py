@@ -13,14 +13,14 @@ from train_helpers import GAPERON, env1, losses, recipe
 
 from gaperon.errors import EXIT_REQUEUE
 
-N = 40
+N = 20
 
 
 def test_first_ctrl_c_checkpoints_and_the_rerun_resumes(tmp_path):
     phases = [
         {"name": "a", "mixture": "synthetic", "seq_len": 32, "steps": N, "seed": 1, "lr": {"peak": 3e-3}}
     ]
-    path = recipe(tmp_path, phases=phases, checkpoint={"every": 5, "keep_last": 2}, eval={"every": 100})
+    path = recipe(tmp_path, phases=phases, checkpoint={"every": 4, "keep_last": 2}, eval={"every": 100})
     out = tmp_path / "run"
     cmd = [GAPERON, "train", str(path), "--out", str(out)]
     proc = subprocess.Popen(
