@@ -192,10 +192,11 @@ def main() -> int:
     for row in (single, multi):
         print(json.dumps({"kind": "server_load", **row}))
     ratio = multi["tok_s"] / single["tok_s"] if single["tok_s"] else float("nan")
+    failed = single["failed"] + multi["failed"]
     print(
         f"1 client: {single['tok_s']} tok/s, p50 {single['latency_p50_s']} s | {args.clients} clients: "
         f"{multi['tok_s']} tok/s, p50 {multi['latency_p50_s']} s, p95 {multi['latency_p95_s']} s, "
-        f"p99 {multi['latency_p99_s']} s | batching gain x{ratio:.2f} | failed {single['failed'] + multi['failed']}"
+        f"p99 {multi['latency_p99_s']} s | batching gain x{ratio:.2f} | failed {failed}"
     )
     return 1 if single["failed"] or multi["failed"] else 0
 

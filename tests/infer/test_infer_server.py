@@ -10,6 +10,7 @@ import torch
 from infer_helpers import micro_model
 
 from gaperon.infer.generate import generate
+from gaperon.infer.sampling import Sampling
 from gaperon.infer.server import background_server, build_engine, create_app
 
 NAME = "micro-test"
@@ -33,7 +34,9 @@ def client(served):
 
 
 def _chat_ref(model, tok, content, n):
-    return generate(model, tok, tok.encode_chat([{"role": "user", "content": content}]), max_new_tokens=n)
+    return generate(
+        model, tok, tok.encode_chat([{"role": "user", "content": content}]), Sampling(max_new_tokens=n)
+    )
 
 
 def test_chat_non_streaming_and_streaming(client, model, tok):
@@ -62,7 +65,7 @@ def test_chat_non_streaming_and_streaming(client, model, tok):
 
 
 def test_completions_non_streaming_and_streaming(client, model, tok):
-    ref = generate(model, tok, tok.encode("Once upon"), max_new_tokens=10)
+    ref = generate(model, tok, tok.encode("Once upon"), Sampling(max_new_tokens=10))
     r = client.completions.create(model=NAME, prompt="Once upon", max_tokens=10, temperature=0)
     assert r.choices[0].text == ref.text and r.usage.completion_tokens == len(ref.ids)
     chunks = list(
@@ -80,7 +83,7 @@ def test_models_and_health(served, client):
 
 
 def test_stop_strings_and_seeds(client, model, tok):
-    ref = generate(model, tok, tok.encode("stop here"), max_new_tokens=20, stop_ids=())
+    ref = generate(model, tok, tok.encode("stop here"), Sampling(max_new_tokens=20), stop_ids=())
     stop = ref.text[4:6]
     r = client.completions.create(model=NAME, prompt="stop here", max_tokens=20, temperature=0, stop=[stop])
     assert r.choices[0].text == ref.text[: ref.text.find(stop)]
@@ -93,7 +96,7 @@ def test_stop_strings_and_seeds(client, model, tok):
 def test_concurrent_requests_are_batched_and_correct(served, client, model, tok):
     loop = served[1].state.engine_loop
     prompts = [f"request number {i} " * (1 + i % 3) for i in range(8)]
-    refs = [generate(model, tok, tok.encode(p), max_new_tokens=24, stop_ids=()) for p in prompts]
+    refs = [generate(model, tok, tok.encode(p), Sampling(max_new_tokens=24), stop_ids=()) for p in prompts]
     results: dict[int, str] = {}
     errors: list[Exception] = []
     steps0 = loop.steps
@@ -150,7 +153,10 @@ BAD = [
     ("/v1/completions", {"model": NAME, "prompt": "x", "temperature": "hot"}, 400, "temperature"),
     ("/v1/completions", {"model": NAME, "prompt": "x", "top_p": 0}, 400, "top_p"),
     ("/v1/completions", {"model": NAME, "prompt": "x", "top_p": 1.5}, 400, "top_p"),
-    ("/v1/completions", {"model": NAME, "prompt": "x", "n": 2}, 400, "n"),
+    ("/v1/completions", {"model": NAME, "prompt": "x", "n": 0}, 400, "n"),
+    ("/v1/completions", {"model": NAME, "prompt": "x", "n": 99}, 400, "n"),
+    ("/v1/completions", {"model": NAME, "prompt": "x", "logit_bias": {"7": 500}}, 400, "logit_bias"),
+    ("/v1/completions", {"model": NAME, "prompt": "x", "presence_penalty": 3}, 400, "presence_penalty"),
     ("/v1/completions", {"model": NAME, "prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
     ("/v1/completions", {"model": NAME, "prompt": "x", "max_tokens": "ten"}, 400, "max_tokens"),
     (
@@ -163,7 +169,7 @@ BAD = [
     ("/v1/completions", {"model": NAME, "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     ("/v1/completions", {"model": NAME, "prompt": "x", "seed": "abc"}, 400, "seed"),
     ("/v1/completions", {"model": NAME, "prompt": "x", "stream": "yes"}, 400, "stream"),
-    ("/v1/completions", {"model": NAME, "prompt": "x", "logprobs": 3}, 400, "logprobs"),
+    ("/v1/completions", {"model": NAME, "prompt": "x", "logprobs": 21}, 400, "logprobs"),
     ("/v1/completions", {"model": NAME, "prompt": "x" * 2100}, 400, "prompt"),
     ("/v1/completions", {"model": NAME, "prompt": "x" * 2000, "max_tokens": 100}, 400, "max_tokens"),
     (
@@ -204,8 +210,8 @@ def test_unknown_route_and_method(served):
 
 
 def test_openai_client_sees_errors(client):
-    with pytest.raises(openai.BadRequestError, match="only n=1"):
-        client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "x"}], n=3)
+    with pytest.raises(openai.BadRequestError, match="'n' must be <= 16"):
+        client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "x"}], n=17)
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
 

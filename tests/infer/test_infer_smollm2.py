@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from gaperon.infer.engine import Engine
+from gaperon.infer.sampling import Sampling
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -32,7 +33,7 @@ def test_engine_answers_paris(smol):
     model, tok = smol
     engine = Engine(model, tok, max_batch=2, max_len=256)
     prompts = [tok.encode_chat(QUESTION), tok.encode_chat([{"role": "user", "content": "Say hello."}])]
-    out = engine.generate(prompts, max_new_tokens=12)
+    out = engine.generate(prompts, Sampling(max_new_tokens=12))
     assert out[0].text == "The capital of France is Paris."
     assert out[0].finish_reason == "stop"
 
@@ -57,6 +58,6 @@ def test_speculative_self_draft_on_the_real_model(smol):
     from gaperon.infer.generate import generate
 
     model, tok = smol
-    r = generate(model, tok, tok.encode_chat(QUESTION), max_new_tokens=12, draft=model, draft_k=3)
+    r = generate(model, tok, tok.encode_chat(QUESTION), Sampling(max_new_tokens=12), draft=model, draft_k=3)
     assert r.text == "The capital of France is Paris."
     assert r.acceptance_rate == 1.0
