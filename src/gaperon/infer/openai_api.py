@@ -394,7 +394,9 @@ def completion_logprobs(tok: TextTokenizer, c: ChoiceResult, echo: bool) -> dict
             out["top_logprobs"].append(None)
             continue
         out["token_logprobs"].append(lp[0])
-        top = {_piece(tok, i): v for i, v in lp[1]}
+        top: dict[str, float] = {}
+        for i, v in lp[1]:  # most likely first: ids that decode to the same text keep the best value
+            top.setdefault(_piece(tok, i), v)
         top.setdefault(piece, lp[0])  # the chosen token is always listed, as vLLM does
         out["top_logprobs"].append(top)
     return out

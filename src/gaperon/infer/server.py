@@ -2,9 +2,10 @@
 
 Routes: POST /v1/chat/completions, POST /v1/completions (both streaming with server-sent events
 or not; n choices; logprobs; echo with prompt logprobs as vLLM does, which is what lm-eval's
-`local-completions` model needs), POST /tokenize and /detokenize, GET /v1/models, /health and
-/metrics (Prometheus text). All requests go to ONE engine loop, which batches them continuously.
-A client that disconnects has its requests cancelled and their slots freed.
+`local-completions` model needs), POST /tokenize and /detokenize, GET /tokenizer_info (lm-eval's
+remote tokenizer), GET /v1/models, /health and /metrics (Prometheus text). All requests go to ONE
+engine loop, which batches them continuously. A client that disconnects has its requests cancelled
+and their slots freed.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from gaperon.infer.openai_api import (
 )
 from gaperon.infer.requests import StepOutput
 from gaperon.infer.sampling import Sampling
-from gaperon.tokenizer.protocol import TextTokenizer
+from gaperon.tokenizer.protocol import TextTokenizer, prompt_bos
 
 __all__ = ["background_server", "build_engine", "create_app", "serve"]
 
@@ -314,6 +315,22 @@ def _token_routes(app: FastAPI, svc: _Service) -> None:
         body = await read_json(request)
         ids = await svc.on_tokenizer(lambda: _tokenize(body, tok))
         return {"count": len(ids), "max_model_len": svc.engine.max_len, "tokens": ids}
+
+    @app.get("/tokenizer_info")
+    async def tokenizer_info() -> dict[str, Any]:
+        """What lm-eval's remote tokenizer asks first: the special tokens' text and the context."""
+
+        def text(i: int | None) -> str | None:
+            return None if i is None else tok.decode([i], skip_special=False)
+
+        return {
+            "eos_token": text(tok.eos_id),
+            "bos_token": text(tok.bos_id),
+            "pad_token": text(getattr(tok, "pad_id", None)),
+            "model_max_length": svc.engine.max_len,
+            "add_bos_token": prompt_bos(tok),
+            "tokenizer_class": type(tok).__name__,
+        }
 
     @app.post("/detokenize")
     async def detokenize(request: Request) -> dict[str, Any]:
