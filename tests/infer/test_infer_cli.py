@@ -216,3 +216,31 @@ def test_help_lists_the_verbs(capsys):
 def test_micro_model_fixture_is_deterministic():
     a, b = micro_model(0), micro_model(0)
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+
+def test_serve_with_a_draft_says_it_serves_one_request_at_a_time(fake_load, monkeypatch, capsys):
+    seen = {}
+    monkeypatch.setattr(server, "serve", lambda app, _sock: seen.update(app=app))
+    assert main(["serve", "m.gguf", "--port", "0", "--draft", "m.gguf"]) == 0
+    assert "one request at a time" in capsys.readouterr().err
+
+
+def test_serve_defaults_come_from_the_model_folder(monkeypatch, micro, tok, tmp_path):
+    from fastapi.testclient import TestClient
+
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "generation_config.json").write_text(json.dumps({"do_sample": False}))
+    monkeypatch.setattr(commands, "load", lambda *_a, **_k: (micro, tok))
+    seen = {}
+    monkeypatch.setattr(server, "serve", lambda app, _sock: seen.update(app=app))
+    assert main(["serve", str(folder), "--port", "0", "--model-name", "m"]) == 0
+    greedy = generate(micro, tok, tok.encode("abc"), Sampling(max_new_tokens=8)).text
+    with TestClient(seen["app"]) as client:
+        texts = {
+            client.post("/v1/completions", json={"model": "m", "prompt": "abc", "max_tokens": 8}).json()[
+                "choices"
+            ][0]["text"]
+            for _ in range(3)
+        }
+    assert texts == {greedy}  # do_sample false: greedy although the request left temperature out

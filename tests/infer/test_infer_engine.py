@@ -2,7 +2,7 @@ import pytest
 import torch
 from infer_helpers import ScriptedModel
 
-from gaperon.infer.engine import Engine, _DecodeGraphs, bucket_for, buckets
+from gaperon.infer.engine import Engine, _DecodeGraphs, bucket_for, buckets, collect
 from gaperon.infer.generate import generate
 from gaperon.infer.sampling import Sampling
 
@@ -222,3 +222,22 @@ def test_request_generators_live_on_the_engine_device(micro, tok):
 def test_cuda_only_options_are_refused_on_cpu(micro, tok):
     with pytest.raises(ValueError, match="CUDA"):
         Engine(micro, tok, cuda_graphs=True)
+
+
+def test_engine_penalties_bias_and_logprobs_equal_the_reference(micro, tok):
+    """The engine applies penalties per request inside a batch exactly as the reference generator."""
+    s = Sampling(max_new_tokens=16, repetition_penalty=1.5, frequency_penalty=0.7, logprobs=2)
+    mates = Sampling(max_new_tokens=16, temperature=0.8, seed=3, logit_bias=((40, 2.0),))
+    prompts = [tok.encode("penalised"), tok.encode("a batch mate with bias")]
+    refs = [
+        generate(micro, tok, prompts[0], s, stop_ids=()),
+        generate(micro, tok, prompts[1], mates, stop_ids=()),
+    ]
+    engine = Engine(micro, tok, max_batch=2)
+    ids = [engine.add_request(prompts[0], s, stop_ids=()), engine.add_request(prompts[1], mates, stop_ids=())]
+    got = collect(engine, ids, [len(p) for p in prompts])
+    assert got[0].ids == refs[0].ids and got[1].ids == refs[1].ids
+    assert refs[0].ids != generate(micro, tok, prompts[0], Sampling(max_new_tokens=16), stop_ids=()).ids
+    assert len(got[0].logprobs) == 16 and got[1].logprobs is None
+    for (lp, top), (rlp, rtop) in zip(got[0].logprobs, refs[0].logprobs):
+        assert abs(lp - rlp) < 1e-4 and [i for i, _ in top] == [i for i, _ in rtop]

@@ -86,3 +86,49 @@ def test_sampling_follows_the_distribution():
     freq = torch.bincount(draws, minlength=4).float() / len(draws)
     assert torch.allclose(freq, torch.softmax(logits[0], -1), atol=0.03)
     assert freq[3] == 0
+
+
+def test_repetition_penalty_equals_transformers():
+    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
+
+    from gaperon.infer.sampling import adjust_logits
+
+    logits = _logits(b=2, v=50, seed=3) * 3
+    prompts, outputs = [[1, 2, 3], [7]], [[3, 4, 4], [7, 9]]
+    params = [Sampling(repetition_penalty=1.3), Sampling(repetition_penalty=0.7)]
+    got = adjust_logits(logits, params, prompts, outputs)
+    for i, p in enumerate(params):
+        seen = torch.tensor([prompts[i] + outputs[i]])
+        want = RepetitionPenaltyLogitsProcessor(p.repetition_penalty)(seen, logits[i : i + 1].clone())
+        assert torch.allclose(got[i], want[0])
+    assert not torch.equal(got, logits)
+
+
+def test_presence_and_frequency_penalties_follow_the_openai_formula():
+    from gaperon.infer.sampling import adjust_logits
+
+    logits = _logits(b=1, v=20, seed=4)
+    out = [5, 5, 5, 9]
+    p = Sampling(presence_penalty=0.5, frequency_penalty=0.25, logit_bias=((2, -3.0),))
+    got = adjust_logits(logits, [p], [[5, 6]], [out])[0]
+    want = logits[0].clone()
+    for token, count in ((5, 3), (9, 1)):
+        want[token] -= count * 0.25 + 0.5  # mu - c * alpha_frequency - (c > 0) * alpha_presence
+    want[2] -= 3.0
+    assert torch.allclose(got, want)
+    assert adjust_logits(logits, [Sampling()], [[1]], [[1]]) is logits  # no options: untouched
+
+
+def test_sampling_values_are_usage_errors():
+    from gaperon.errors import UsageError
+
+    for bad in ({"temperature": -1}, {"top_p": 0}, {"top_k": -3}, {"frequency_penalty": 3}, {"logprobs": -1}):
+        with pytest.raises(UsageError, match=next(iter(bad))):
+            Sampling(**bad)
+
+
+def test_generation_config_defaults():
+    cfg = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "top_k": 50, "repetition_penalty": 1.1}
+    s = Sampling.from_generation_config(cfg, max_new_tokens=7)
+    assert (s.temperature, s.top_p, s.top_k, s.repetition_penalty, s.max_new_tokens) == (0.6, 0.9, 50, 1.1, 7)
+    assert Sampling.from_generation_config({"do_sample": False, "temperature": 0.6}).greedy
