@@ -47,11 +47,11 @@ def default_model() -> str:
 
 def load(args):
     if args.preset:
-        from gaperon.infer.commands import pick_device
+        from gaperon.infer.commands import check_device
         from gaperon.model import build, get_preset
         from gaperon.tokenizer import llama3_tokenizer
 
-        device = pick_device(args.device)
+        device = check_device(args.device)
         dtype = (
             getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else None)
         )
@@ -171,7 +171,7 @@ def main() -> int:
     from gaperon.infer.server import background_server, build_engine, create_app
 
     model, tok, name = load(args)
-    engine = build_engine(model, tok, max_batch=args.max_batch, max_len=1024)
+    engine = build_engine(model, tok, max_batch=args.max_batch, max_len=min(1024, model.cfg.max_seq_len))
     app = create_app(engine, tok, model_name=name)
     with background_server(app, host="127.0.0.1") as url:
         # Warm-up at full concurrency (untimed): on GPU this is where the decode step compiles and

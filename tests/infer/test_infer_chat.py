@@ -76,3 +76,12 @@ def test_reply_cut_at_the_token_limit_is_marked(tok):
 
 def test_interactive_loop_ends_at_end_of_input(micro, tok):
     assert run_interactive(_session(micro, tok), io.StringIO("hi\n"), io.StringIO()) == 0
+
+
+def test_a_turn_longer_than_the_context_is_reported_and_the_session_goes_on(tok):
+    model = ScriptedModel([2], prompt_len=0, max_seq_len=64)
+    s = ChatSession(Engine(model, tok, max_batch=1), tok, sampling=Sampling(max_new_tokens=4))
+    out = io.StringIO()
+    assert run_interactive(s, io.StringIO("x" * 200 + "\nhi\n"), out) == 0
+    assert "(error: the prompt has" in out.getvalue()
+    assert [m["content"] for m in s.turns] == ["hi", ""]  # the refused turn left no trace

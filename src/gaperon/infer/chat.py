@@ -165,7 +165,7 @@ def _answer(session: ChatSession, text: str, stdout: TextIO) -> None:
         for delta in reply:
             stdout.write(delta)
             stdout.flush()
-    except ChatFormatError as e:  # the template refused the history: say so, keep the session
+    except GaperonError as e:  # the template or the context refused this turn: say so, keep the session
         stdout.write(f"(error: {e})")
     except KeyboardInterrupt:  # stop this answer, keep the session
         reply.close()
