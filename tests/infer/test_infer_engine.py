@@ -241,3 +241,32 @@ def test_engine_penalties_bias_and_logprobs_equal_the_reference(micro, tok):
     assert len(got[0].logprobs) == 16 and got[1].logprobs is None
     for (lp, top), (rlp, rtop) in zip(got[0].logprobs, refs[0].logprobs):
         assert abs(lp - rlp) < 1e-4 and [i for i, _ in top] == [i for i, _ in rtop]
+
+
+def test_echo_scores_come_from_the_batched_prefill_and_equal_a_plain_forward(micro, tok):
+    from gaperon.infer.requests import prompt_logprobs
+
+    prompts = [
+        tok.encode("a much longer prompt than the others"),
+        tok.encode("short"),
+        tok.encode("mid size"),
+    ]
+    engine = Engine(micro, tok, max_batch=4)
+    score_only = engine.add_request(prompts[0], Sampling(max_new_tokens=0), echo_logprobs=2)
+    both = engine.add_request(prompts[1], Sampling(max_new_tokens=5), stop_ids=(), echo_logprobs=0)
+    plain = engine.add_request(prompts[2], Sampling(max_new_tokens=5), stop_ids=())
+    outs: dict = {}
+    while engine.has_work():
+        for o in engine.step():
+            outs.setdefault(o.request_id, []).append(o)
+    assert [len(o.token_ids) for o in outs[score_only]] == [0] and outs[score_only][0].finished
+    for rid, prompt, top in ((score_only, prompts[0], 2), (both, prompts[1], 0)):
+        got = outs[rid][0].prompt_logprobs
+        want = prompt_logprobs(micro, prompt, top)
+        assert got[0] is None and len(got) == len(prompt)
+        for (g, gtop), (w, wtop) in zip(got[1:], want[1:]):
+            assert abs(g - w) < 1e-4 and [i for i, _ in gtop] == [i for i, _ in wtop] and len(gtop) == top
+    assert all(o.prompt_logprobs is None for o in outs[plain])
+    for rid, prompt in ((both, prompts[1]), (plain, prompts[2])):
+        ids = [t for o in outs[rid] for t in o.token_ids]
+        assert ids == generate(micro, tok, prompt, Sampling(max_new_tokens=5), stop_ids=()).ids

@@ -34,7 +34,6 @@ from gaperon.infer.requests import (
     engine_max_len,
     model_device,
     new_request,
-    prompt_logprobs,
 )
 from gaperon.infer.sampling import Sampling, adjust_logits, sample, token_logprobs
 from gaperon.infer.speculative import SpeculativeEngine
@@ -218,12 +217,9 @@ class Engine:
         if any(r.id == rid for r in self._all()):
             raise UsageError(f"request id {rid!r} is already in use")
         req = new_request(rid, prompt_ids, self.tok, self.model, self.max_len, sampling, stop_ids)
-        if echo_logprobs is not None:
-            req.prompt_logprobs = prompt_logprobs(self.model, req.prompt, echo_logprobs)
-        if req.max_new == 0:
-            self._pending_out.append(
-                StepOutput(rid, [], "", True, "length", prompt_logprobs=req.prompt_logprobs)
-            )
+        req.echo_top = echo_logprobs  # scored from the prefill's own hidden states at admission
+        if req.max_new == 0 and echo_logprobs is None:
+            self._pending_out.append(StepOutput(rid, [], "", True, "length"))
         else:
             self._waiting.append(req)
         return rid
@@ -372,11 +368,36 @@ class Engine:
         self.cache.bind(rows, positions, kv_len, contiguous=False)
         mask = self._kv_range[:kv_len][None, None, None, :] <= positions[:, None, :, None]
         h = self.model.hidden_states(tokens, positions=positions, mask=mask, cache=self.cache)
+        scoring_only = self._score_prompts(new, h)
+        keep = [i for i, r in enumerate(new) if r.max_new > 0]
+        if len(keep) < len(new):
+            new, h = [new[i] for i in keep], h[torch.tensor(keep, dtype=torch.long, device=self.device)]
+        if not new:
+            return scoring_only
         last = torch.tensor([len(r.prompt) - 1 for r in new], device=self.device)
         logits = self.model.lm_head(h[torch.arange(len(new), device=self.device), last])
         for r in new:
             self._running[r.slot] = r
-        return self._emit(new, logits)
+        return scoring_only + self._emit(new, logits)
+
+    def _score_prompts(self, new: list[RequestState], h: Tensor) -> list[StepOutput]:
+        """Prompt logprobs (echo) from the prefill's hidden states: no second forward. Requests that
+        only score (no token to generate) finish here and never hold their slot."""
+        done = []
+        for i, r in enumerate(new):
+            if r.echo_top is None:
+                continue
+            n = len(r.prompt)
+            scored: list[TokenLogprob | None] = [None]
+            if n > 1:
+                logits = self.model.lm_head(h[i, : n - 1])
+                targets = torch.tensor(r.prompt[1:], device=self.device)
+                scored += token_logprobs(logits, targets, r.echo_top)
+            r.prompt_logprobs = scored
+            if r.max_new == 0:
+                r.finished = True
+                done.append(StepOutput(r.id, [], "", True, "length", prompt_logprobs=scored))
+        return done
 
     def _emit(self, reqs: list[RequestState], logits: Tensor) -> list[StepOutput]:
         """Sample one token per request, apply the stop rules, free finished slots. Logits may be

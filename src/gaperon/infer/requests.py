@@ -124,6 +124,7 @@ class RequestState:
     last: int = -1  # the token to feed next
     finished: bool = False
     prompt_logprobs: list[TokenLogprob | None] | None = None  # computed at admission when asked
+    echo_top: int | None = None  # score the prompt, with this many alternatives per token
 
     @property
     def next_position(self) -> int:
