@@ -183,3 +183,17 @@ def test_metrics_count_requests_and_tokens(url):
     count = "gaperon_request_latency_seconds_count"
     assert value(after, count) == value(before, count) + 1
     assert "gaperon_requests_in_flight 0" in after and "gaperon_requests_waiting 0" in after
+
+
+def test_echo_returns_a_text_prompt_as_given(url):
+    body = {
+        "model": NAME,
+        "prompt": ["<|im_start|>hi", "yo"],
+        "max_tokens": 2,
+        "echo": True,
+        "temperature": 0,
+    }
+    r = httpx.post(url + "/v1/completions", json=body, timeout=60).json()
+    texts = [c["text"] for c in r["choices"]]
+    assert texts[0].startswith("<|im_start|>hi") and texts[1].startswith("yo")
+    assert r["usage"]["prompt_tokens"] == 3 + 2  # the special token text is one id

@@ -51,6 +51,7 @@ class ParsedRequest:
     n: int = 1
     echo: bool = False  # completions: the prompt's text (and logprobs) come before the completion
     logprobs: int | None = None  # alternatives reported per token (None = no logprobs)
+    prompt_texts: list[str | None] | None = None  # text prompts as given (what echo returns)
 
     @property
     def prompt_ids(self) -> list[int]:
@@ -340,9 +341,28 @@ def parse_request(
         raise _bad("stream", "streaming supports one prompt per request", "unsupported_value")
     fields["max_new_tokens"] = _max_tokens(body, kind, prompts, max_len, echo)
     fields["logprobs"] = logprobs
+    texts = _prompt_texts(body) if kind == "completion" else None
     return ParsedRequest(
-        prompts, Sampling(**fields), bool(stream), bool(options.get("include_usage")), n, echo, logprobs
+        prompts,
+        Sampling(**fields),
+        bool(stream),
+        bool(options.get("include_usage")),
+        n,
+        echo,
+        logprobs,
+        texts,
     )
+
+
+def _prompt_texts(body: dict) -> list[str | None]:
+    """The text of each (already validated) completion prompt; None for token-id prompts."""
+    prompt = body["prompt"]
+    batch = (
+        prompt
+        if isinstance(prompt, list) and prompt and all(isinstance(p, str | list) for p in prompt)
+        else [prompt]
+    )
+    return [p if isinstance(p, str) else None for p in batch]
 
 
 # ---- responses ---------------------------------------------------------------------------------
@@ -434,7 +454,9 @@ def full_response(
                 }
             )
             continue
-        text = (tok.decode(c.prompt_ids, skip_special=False) + c.text) if parsed.echo else c.text
+        given = parsed.prompt_texts[i // parsed.n] if parsed.prompt_texts else None
+        prompt_text = given if given is not None else tok.decode(c.prompt_ids, skip_special=False)
+        text = prompt_text + c.text if parsed.echo else c.text
         lps = completion_logprobs(tok, c, parsed.echo) if parsed.logprobs is not None else None
         out.append({"index": i, "text": text, "logprobs": lps, "finish_reason": c.finish_reason})
     n_prompt = sum(len(p) for p in parsed.prompts)
