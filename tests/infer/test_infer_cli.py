@@ -244,3 +244,19 @@ def test_serve_defaults_come_from_the_model_folder(monkeypatch, micro, tok, tmp_
             for _ in range(3)
         }
     assert texts == {greedy}  # do_sample false: greedy although the request left temperature out
+
+
+def test_bad_sampling_and_port_values_are_refused_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from gaperon.cli import main\n"
+        "codes = [main(['generate', 'm.gguf', '--prompt', 'x', '--temperature', '-1']),\n"
+        "         main(['serve', 'm.gguf', '--port', '99999'])]\n"
+        "assert codes == [2, 2], codes\n"
+        "assert 'torch' not in sys.modules, 'torch was imported to refuse an argument'\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr

@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gaperon.infer.sampling import Sampling
+    from gaperon.infer.options import Sampling
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -131,21 +131,23 @@ def _sampling(args: argparse.Namespace, stop: list[str] | None = None) -> Sampli
 def _check_model_args(args: argparse.Namespace) -> None:
     from gaperon.infer.commands import check_device, check_draft_k, check_dtype
 
-    check_device(args.device)
     check_dtype(args.dtype)
     check_draft_k(args.draft_k)
+    if args.device not in (None, "auto"):  # "auto" is resolved at load time; it needs torch
+        check_device(args.device)
 
 
 def _generate(args: argparse.Namespace) -> int:
     from gaperon.infer.commands import generate_command
 
+    sampling = _sampling(args, args.stop)
     _check_model_args(args)
     return generate_command(
         args.model,
         args.prompt,
         chat=args.chat,
         system=args.system,
-        sampling=_sampling(args, args.stop),
+        sampling=sampling,
         draft_path=args.draft,
         draft_k=args.draft_k,
         device=args.device,
@@ -156,13 +158,14 @@ def _generate(args: argparse.Namespace) -> int:
 def _chat(args: argparse.Namespace) -> int:
     from gaperon.infer.commands import chat_command
 
+    sampling = _sampling(args)
     _check_model_args(args)
     return chat_command(
         args.model,
         system=args.system,
         messages=args.message,
         messages_json=args.messages,
-        sampling=_sampling(args),
+        sampling=sampling,
         draft_path=args.draft,
         draft_k=args.draft_k,
         device=args.device,
@@ -175,9 +178,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     from gaperon.errors import UsageError
     from gaperon.infer.commands import bind_socket, generation_defaults, read_api_key, serve_command
-    from gaperon.infer.sampling import Sampling
+    from gaperon.infer.options import Sampling
 
-    _check_model_args(args)
     for flag, value in (("--max-batch", args.max_batch), ("--max-queue", args.max_queue)):
         if value < 1:
             raise UsageError(f"{flag} must be >= 1, got {value}")
@@ -188,6 +190,7 @@ def _serve(args: argparse.Namespace) -> int:
     defaults = Sampling.from_generation_config(
         generation_defaults(args.model), temperature=1.0, max_new_tokens=16
     )
+    _check_model_args(args)
     sock = bind_socket(args.host, args.port)
     try:
         return serve_command(

@@ -1,7 +1,8 @@
 """Inference: sampling, the simple generator, the batched engine, speculative decoding, chat, server.
 
 What is where:
-- `sampling.py`     `Sampling` (THE sampling options) and logits -> tokens (penalties, bias, greedy,
+- `options.py`      `Sampling`: THE sampling options (no torch: the CLI checks them instantly).
+- `sampling.py`     logits -> tokens (penalties, bias, greedy,
                     temperature, top-k, top-p), one seeded generator per request.
 - `text.py`         ids -> streamed text: whole UTF-8 characters only, stop strings held back and cut.
 - `requests.py`     request validation and state, results, the growing KV cache, prompt logprobs.
@@ -18,22 +19,29 @@ Imports flow one way: sampling, text <- requests <- speculative <- generate, eng
 - `commands.py`     the functions behind `gaperon generate | chat | serve`.
 """
 
-from gaperon.infer.engine import Engine, build_engine, stream_request
-from gaperon.infer.generate import Generation, generate, stream
-from gaperon.infer.requests import GenerationResult, StepOutput
-from gaperon.infer.sampling import Sampling
-from gaperon.infer.speculative import SpeculativeDecoder, SpeculativeEngine
+from __future__ import annotations
 
-__all__ = [
-    "Engine",
-    "Generation",
-    "GenerationResult",
-    "Sampling",
-    "SpeculativeDecoder",
-    "SpeculativeEngine",
-    "StepOutput",
-    "build_engine",
-    "generate",
-    "stream",
-    "stream_request",
-]
+import importlib
+from typing import Any
+
+# Imported on first use: `gaperon generate --temperature -1` must not wait for torch to refuse it.
+_WHERE = {
+    "Engine": "engine",
+    "build_engine": "engine",
+    "stream_request": "engine",
+    "Generation": "generate",
+    "generate": "generate",
+    "stream": "generate",
+    "GenerationResult": "requests",
+    "StepOutput": "requests",
+    "Sampling": "options",
+    "SpeculativeDecoder": "speculative",
+    "SpeculativeEngine": "speculative",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'gaperon.infer' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"gaperon.infer.{_WHERE[name]}"), name)

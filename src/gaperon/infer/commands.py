@@ -12,14 +12,16 @@ import json
 import socket
 import sys
 from pathlib import Path
-from typing import Any, TextIO
-
-import torch
+from typing import TYPE_CHECKING, Any, TextIO
 
 from gaperon.errors import DataError, ModelFormatError, UsageError
-from gaperon.infer.sampling import Sampling
-from gaperon.model.protocol import CausalLM
-from gaperon.tokenizer.protocol import TextTokenizer, prompt_bos
+from gaperon.infer.options import Sampling
+
+if TYPE_CHECKING:  # the argument checks below must not import torch or a tokenizer
+    import torch
+
+    from gaperon.model.protocol import CausalLM
+    from gaperon.tokenizer.protocol import TextTokenizer
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -27,6 +29,10 @@ DTYPES = ("float32", "bfloat16", "float16")
 # ---- arguments, checked before any loading --------------------------------------------------------
 def check_device(device: str | None) -> torch.device:
     """The device to load on; an unknown or absent device is a usage error (nothing loaded yet)."""
+    if device not in (None, "auto", "cpu") and not device.startswith(("cuda", "cpu:")):
+        raise UsageError(f"--device {device!r}: only cpu, cuda and cuda:N are supported")
+    import torch
+
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -145,6 +151,8 @@ def encode_prompt(tok: TextTokenizer, text: str, chat: bool, system: str | None 
             {"role": "user", "content": text}
         ]
         return encode_messages(tok, messages)
+    from gaperon.tokenizer.protocol import prompt_bos
+
     return tok.encode(text, bos=prompt_bos(tok))
 
 
