@@ -43,6 +43,10 @@ class ModelFormatError(GaperonError, ValueError):
     """A model file or folder we cannot read; names the file and, where it applies, the tensor."""
 
 
+class ChatFormatError(GaperonError, ValueError):
+    """Messages the model's chat template cannot render (its own check, or no template at all)."""
+
+
 class CheckpointError(GaperonError):
     """A run's checkpoints exist but cannot be resumed; names each checkpoint and why."""
 
