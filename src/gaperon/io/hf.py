@@ -1,9 +1,9 @@
 """Hugging Face `LlamaForCausalLM` and `Olmo2ForCausalLM` folders, both ways.
 
-Our state-dict names are HF's minus the `model.` prefix (for both families) and RoPE uses HF's rotate-half layout, so
-the conversion is a rename plus the RMSNorm gain scale (folders always hold true gains). Loading
-builds the model on the meta device and fills it tensor by tensor from lazily opened safetensors,
-so an 8B folder needs 1x its size in memory, not 2x.
+Our state-dict names are HF's minus the `model.` prefix (for both families) and RoPE uses HF's
+rotate-half layout, so the conversion is a rename plus the RMSNorm gain scale (folders always hold
+true gains). Loading builds the model on the meta device and fills it tensor by tensor from lazily
+opened safetensors, so an 8B folder needs 1x its size in memory, not 2x.
 """
 
 from __future__ import annotations
@@ -136,8 +136,8 @@ def save_hf(
         raise ValueError(f"cannot export weights as {target}; use bf16, fp16 or fp32")
     if tokenizer is not None and tokenizer.vocab_size > cfg.vocab_size:
         raise ValueError(
-            f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} ids but the model only {cfg.vocab_size} "
-            "embedding rows; export it with its own tokenizer"
+            f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} ids but the model only "
+            f"{cfg.vocab_size} embedding rows; export it with its own tokenizer"
         )
     params = dict(model.named_parameters())  # shared (tied) parameters appear once
     names = [n for n in params if not (cfg.tie_embeddings and n == "lm_head.weight")]
@@ -179,9 +179,18 @@ def read_hf_config(folder: Path, *, norm_gain_scale: float = 1.0) -> tuple[Model
         raise ModelFormatError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(raw, dict):
         raise ModelFormatError(f"{path}: expected a JSON object")
+    _check_supported(path, raw)
+    try:
+        return ModelConfig(**_config_fields(path, raw, norm_gain_scale)), raw
+    except ValueError as e:
+        raise ModelFormatError(f"{path}: {e}") from None
+
+
+def _check_supported(path: Path, raw: dict) -> None:
+    """Refuse, naming the field, any config.json our model would compute differently."""
     model_type = raw.get("model_type")
     archs = raw.get("architectures") or []
-    known = {t: c for t, c in HF_ARCHITECTURES.values()}
+    known = dict(HF_ARCHITECTURES.values())
     if model_type not in known:
         raise ModelFormatError(
             f"{path}: model_type is {model_type!r}; only llama (LlamaForCausalLM) and olmo2 "
@@ -201,6 +210,11 @@ def read_hf_config(folder: Path, *, norm_gain_scale: float = 1.0) -> tuple[Model
             raise ModelFormatError(f"{path}: {key} is true; biases are not supported (Llama-3 has none)")
     if raw.get("hidden_act", "silu") != "silu":
         raise ModelFormatError(f"{path}: hidden_act {raw['hidden_act']!r} is not supported (only silu)")
+
+
+def _config_fields(path: Path, raw: dict, norm_gain_scale: float) -> dict[str, Any]:
+    rope = raw.get("rope_parameters") or {}
+    olmo2 = raw.get("model_type") == "olmo2"
     try:
         dim, n_heads = int(raw["hidden_size"]), int(raw["num_attention_heads"])
         fields: dict[str, Any] = dict(
@@ -216,23 +230,20 @@ def read_hf_config(folder: Path, *, norm_gain_scale: float = 1.0) -> tuple[Model
             tie_embeddings=bool(raw.get("tie_word_embeddings", False)),
             norm_gain_scale=norm_gain_scale,
             init_std=float(raw.get("initializer_range", 0.02)),
-            qk_norm=model_type == "olmo2",
-            post_norm=model_type == "olmo2",
+            qk_norm=olmo2,
+            post_norm=olmo2,
         )
+        head_dim = raw.get("head_dim")
+        if head_dim is not None and int(head_dim) != dim // n_heads:
+            fields["attn_head_dim"] = int(head_dim)
     except KeyError as e:
         raise ModelFormatError(f"{path}: missing field {e.args[0]!r}") from None
     except (TypeError, ValueError) as e:
         raise ModelFormatError(f"{path}: bad value ({e})") from None
-    head_dim = raw.get("head_dim")
-    if head_dim is not None and int(head_dim) != dim // n_heads:
-        fields["attn_head_dim"] = int(head_dim)
-    for key, field_name in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id")):
+    for key in ("bos_token_id", "eos_token_id"):
         if raw.get(key) is not None:
-            fields[field_name] = raw[key]
-    try:
-        return ModelConfig(**fields), raw
-    except ValueError as e:
-        raise ModelFormatError(f"{path}: {e}") from None
+            fields[key] = raw[key]
+    return fields
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -306,8 +317,8 @@ def load_hf(
     dtype: torch.dtype | str | None = None,
     norm_gain_scale: float = 1.0,
 ) -> tuple[Llama, Tokenizer | None]:
-    """Read any Hugging Face Llama or OLMo-2 folder (ours or a published one). dtype None = the folder's dtype.
-    The tokenizer is None when the folder has no tokenizer.json."""
+    """Read any Hugging Face Llama or OLMo-2 folder (ours or a published one). dtype None = the
+    folder's dtype. The tokenizer is None when the folder has no tokenizer.json."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such model folder")
