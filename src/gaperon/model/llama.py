@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gaperon.model.loss import linear_cross_entropy
+from gaperon.model.loss import cwt_loss, linear_cross_entropy
 
 
 @dataclass
@@ -46,6 +46,10 @@ class ModelConfig:
     post_norm: bool = False
     # Per-head width when it is not dim / n_heads (gaperon-24b: 5120 / 32 heads of 128).
     attn_head_dim: int | None = None
+    # "lm": a softmax head over the vocabulary. "cwt": headless, trained with Contrastive Weight
+    # Tying (h . e(y) against the micro-batch's target embeddings); its readout is the input
+    # embedding matrix, so a headless model is tied (and exports as a tied Llama).
+    head: str = "lm"
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "max_seq_len"):
@@ -66,6 +70,12 @@ class ModelConfig:
             )
         if self.head_dim % 2:
             raise ValueError(f"ModelConfig head_dim ({self.head_dim}) must be even for RoPE")
+        if self.head not in ("lm", "cwt"):
+            raise ValueError(f"ModelConfig.head must be 'lm' or 'cwt', got {self.head!r}")
+        if self.head == "cwt" and not self.tie_embeddings:
+            raise ValueError(
+                "ModelConfig.head 'cwt' (headless) reads out through the embeddings: set tie_embeddings"
+            )
         if not self.norm_gain_scale > 0:
             raise ValueError(f"ModelConfig.norm_gain_scale must be > 0, got {self.norm_gain_scale!r}")
         if not self.rope_theta > 0:
@@ -331,6 +341,9 @@ class Llama(nn.Module):
         h = self.hidden_states(tokens, positions, mask, cache)
         if labels is None:
             return self.lm_head(h)
+        if self.cfg.head == "cwt":
+            valid = labels != ignore_index
+            return cwt_loss(h, self.embed_tokens(labels.masked_fill(~valid, 0)), valid)
         return linear_cross_entropy(h, self.lm_head.weight, labels, ignore_index=ignore_index)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
