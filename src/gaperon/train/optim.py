@@ -39,7 +39,7 @@ def build_optimizer(model: nn.Module, spec: OptimSpec, lr: float) -> torch.optim
     on_cuda = next(model.parameters()).device.type == "cuda"
     kwargs = {"fused": True} if on_cuda else {"foreach": True}
     return torch.optim.AdamW(
-        param_groups(model, spec), lr=lr, betas=tuple(spec.betas), eps=spec.eps, **kwargs
+        param_groups(model, spec), lr=lr, betas=(spec.betas[0], spec.betas[1]), eps=spec.eps, **kwargs
     )
 
 
