@@ -19,6 +19,18 @@ PRESETS: dict[str, ModelConfig] = {
     "gaperon-1b": ModelConfig(dim=2048, n_layers=16, n_heads=32, n_kv_heads=8, ffn_dim=8192),
     # 8.03 B parameters: the Llama-3 8B shape.
     "gaperon-8b": ModelConfig(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, ffn_dim=14336),
+    # ~24 B, OLMo-2 style (QK-norm, norms after the sublayers), as the Gaperon 24B.
+    "gaperon-24b": ModelConfig(
+        dim=5120,
+        n_layers=40,
+        n_heads=32,
+        n_kv_heads=8,
+        attn_head_dim=128,
+        ffn_dim=32768,
+        norm_eps=1e-6,
+        qk_norm=True,
+        post_norm=True,
+    ),
     # Tiny shapes on the real 128k vocabulary, for CPU demos.
     "tiny": ModelConfig(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=384, max_seq_len=1024),
     "tiny-wide": ModelConfig(dim=256, n_layers=4, n_heads=8, n_kv_heads=2, ffn_dim=768, max_seq_len=1024),
@@ -107,7 +119,7 @@ def describe(name: str) -> str:
         f"input embeddings",
         f"  dim={cfg.dim} layers={cfg.n_layers} heads={cfg.n_heads} kv_heads={cfg.n_kv_heads} "
         f"head_dim={cfg.head_dim} ffn={cfg.ffn_dim} vocab={cfg.vocab_size} ctx={cfg.max_seq_len} "
-        f"rope_theta={cfg.rope_theta:g} tied={cfg.tie_embeddings}",
+        f"rope_theta={cfg.rope_theta:g} tied={cfg.tie_embeddings} architecture={cfg.architecture}",
     ]
     for pname, p in model.named_parameters():
         if pname.startswith("layers.") and not pname.startswith("layers.0."):

@@ -27,6 +27,9 @@ class ModelSpec:
     preset: str = "tiny"
     # Any ModelConfig field, e.g. {max_seq_len: 512}. norm_gain_scale defaults from the precision.
     overrides: dict[str, Any] = field(default_factory=dict)
+    # "cwt": headless training with Contrastive Weight Tying (no LM head; the readout is tied to the
+    # input embeddings). A later run with head "lm" and `init_from` this one adds a fresh LM head.
+    head: Literal["lm", "cwt"] = "lm"
 
 
 @dataclass
@@ -153,6 +156,8 @@ class Recipe:
         from gaperon.model.presets import get_preset
 
         overrides = dict(self.model.overrides)
+        if self.model.head == "cwt":
+            overrides.update(head="cwt", tie_embeddings=True)
         if self.precision == "pure_bf16":
             overrides.setdefault("norm_gain_scale", 20.0)
         return get_preset(self.model.preset, **overrides)

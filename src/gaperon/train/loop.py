@@ -94,6 +94,20 @@ def enter_phase(state: TrainState, index: int, load: str) -> tuple[TrainState, b
     return new, load == "model"
 
 
+def source_head(src: Path) -> str:
+    """The head ("lm" or "cwt") of the run a branch starts from (a run dir or a checkpoint in one)."""
+    import json
+
+    for run_dir in (Path(src), Path(src).parent.parent):
+        cfg = run_dir / "model_config.json"
+        if cfg.is_file():
+            try:
+                return str(json.loads(cfg.read_text(encoding="utf-8")).get("head", "lm"))
+            except (OSError, ValueError):
+                return "lm"
+    return "lm"
+
+
 def positions_from_docs(doc_ids: Tensor) -> Tensor:
     """Position of each token inside its document (restarts at 0 on every new doc id)."""
     t = doc_ids.shape[-1]
@@ -482,10 +496,12 @@ class Trainer:
             raise ValueError("branch() needs init_from")
         src = resolve_path(self.r, self.r.init_from)
         mode = self.r.phases[0].load
+        # Headless (CWT) source, LM-head target: the conversion phase. The head is new, so the
+        # optimizer state (of a different parameter set) starts fresh whatever the load mode.
+        adding_head = source_head(src) == "cwt" and self.cfg.head == "lm"
+        keep_optimizer = mode != "model" and not adding_head
         try:
-            loaded = ckpt.load_from(
-                src, self.model, self.optimizer if mode != "model" else None, log=self.say
-            )
+            loaded = ckpt.load_from(src, self.model, self.optimizer if keep_optimizer else None, log=self.say)
         except CheckpointError as e:
             raise ConfigError(f"{self.r.source}: init_from: {e}") from None
         before = loaded.meta.get("state", {})
@@ -496,8 +512,20 @@ class Trainer:
             phase_complete=True,
         )
         state, _ = enter_phase(prev, 0, mode)
-        self.say(f"branching from {loaded.path} (load mode {mode})")
+        if adding_head:
+            self._fresh_lm_head()
+        self.say(
+            f"branching from {loaded.path} (load mode {mode}"
+            f"{'; headless source: a fresh LM head is added and trained' if adding_head else ''})"
+        )
         return state
+
+    @torch.no_grad()
+    def _fresh_lm_head(self) -> None:
+        """A new LM head at the model's init scale, on top of a headless body."""
+        torch.manual_seed(self.r.seed)
+        std = self.cfg.init_std
+        torch.nn.init.trunc_normal_(self.model.lm_head.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
 
     # ---- the run -----------------------------------------------------------------------------
     def start_state(self) -> TrainState:
