@@ -142,7 +142,6 @@ class Tokenizer:
         return self._fast
 
     # Kept until data/pack.py calls fast_encoder(); tests/core/test_layering.py tracks it.
-    _fast_encoder = fast_encoder
 
     @property
     def uses_tiktoken(self) -> bool:
