@@ -42,12 +42,32 @@ CGROUP_PIDS = Path("/sys/fs/cgroup/pids")
 _BOOTSTRAP = r"""
 import json, os, resource, sys
 cfg = json.loads(sys.argv[1])
+if cfg["namespaces"]:
+    # In the new mount namespace: the work directory becomes its own writable mount, every other
+    # mount is remounted read-only (keeping the flags a user namespace may not drop).
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    BIND, REMOUNT, RDONLY = 4096, 32, 1
+    OPT = {"nosuid": 2, "nodev": 4, "noexec": 8, "noatime": 1024, "nodiratime": 2048, "relatime": 1 << 21}
+    w = cfg["workdir"].encode()
+    if libc.mount(w, w, None, BIND, None) != 0:
+        sys.exit(97)
+    for line in open("/proc/self/mountinfo"):
+        f = line.split()
+        mp = f[4].encode().decode("unicode_escape").encode("latin-1")
+        if mp == w or mp in (b"/proc", b"/dev", b"/dev/pts") or mp.startswith(b"/proc/"):
+            continue
+        flags = BIND | REMOUNT | RDONLY
+        for o in f[5].split(","):
+            flags |= OPT.get(o, 0)
+        libc.mount(None, mp, None, flags, None)
+    os.chdir(cfg["workdir"])  # the inherited cwd still points into the read-only mount
 for name, value in cfg["limits"].items():
     lim = getattr(resource, name)
     soft, hard = resource.getrlimit(lim)
     value = value if hard == resource.RLIM_INFINITY else min(value, hard)
     resource.setrlimit(lim, (value, value))
-if cfg["python_guards"]:
+if not cfg["namespaces"]:
     import builtins, socket
     root = os.path.realpath(cfg["workdir"])
 
@@ -77,25 +97,22 @@ if cfg["python_guards"]:
         return _os_open(path, flags, *a, **k)
 
     builtins.open, os.open = _guarded_open, _guarded_os_open
-del cfg, name, value, lim, soft, hard
 src = open("program.py", encoding="utf-8").read()
 sys.argv = ["program.py"]
 exec(compile(src, "program.py", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
 """
 
-# Inside the namespaces: keep the work directory writable, make every other mount read-only.
-_NS_SETUP = r"""
-set -u
-W="$1"; shift
-mount --bind "$W" "$W" || exit 97
-for mp in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do
-  case "$mp" in
-    "$W"|/proc|/proc/*|/dev|/dev/pts|/dev/null) ;;
-    *) mount -o remount,bind,ro "$mp" 2>/dev/null ;;
-  esac
-done
-cd "$W" || exit 97  # the cwd inherited from outside still points into the read-only mount
-exec "$@"
+# Probe: the namespaces work when / is read-only and the work directory writable inside them.
+_PROBE = """
+import os
+try:
+    open("/x_gaperon_probe", "w")
+except OSError:
+    pass
+else:
+    os.remove("/x_gaperon_probe")
+    raise SystemExit(1)
+open("ok", "w").write("ok")
 """
 
 
@@ -117,15 +134,18 @@ def _unshare_argv() -> tuple[str, ...] | None:
         return None
     argv = (exe, "--user", "--map-root-user", "--net", "--mount", "--pid", "--fork", "--kill-child")
     with tempfile.TemporaryDirectory() as d:
+        Path(d, "program.py").write_text(_PROBE)
+        cfg = {"limits": {}, "namespaces": True, "workdir": d}
         try:
             r = subprocess.run(
-                [*argv, "sh", "-c", _NS_SETUP, "sh", d, "sh", "-c", "! touch /x_gaperon_probe 2>/dev/null"],
+                [*argv, sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(cfg)],
                 capture_output=True,
                 timeout=20,
+                cwd=d,
             )
         except (OSError, subprocess.TimeoutExpired):
             return None
-    return argv if r.returncode == 0 else None
+        return argv if r.returncode == 0 and Path(d, "ok").exists() else None
 
 
 def _cgroups_usable() -> bool:
@@ -233,10 +253,8 @@ def run_sandboxed(
         }
         if os.geteuid() != 0:
             limits["RLIMIT_NPROC"] = _user_procs() + MAX_PROCS
-        cfg = {"limits": limits, "python_guards": ns is None, "workdir": str(work)}
-        argv: list[str] = [sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(cfg)]
-        if ns is not None:
-            argv = [*ns, "sh", "-c", _NS_SETUP, "sh", str(work), *argv]
+        cfg = {"limits": limits, "namespaces": ns is not None, "workdir": str(work)}
+        argv: list[str] = [*(ns or ()), sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(cfg)]
         if cg is not None:
             argv = ["sh", "-c", 'echo 0 > "$0/cgroup.procs" && exec "$@"', str(cg), *argv]
         env = {"HOME": str(work), "TMPDIR": str(work), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
