@@ -26,22 +26,13 @@ from typing import Any, TextIO
 
 from gaperon.errors import DataError, UsageError
 from gaperon.judge import Job, JudgeClient, ParseError
+from gaperon.judge.language import guess_language
 
 LABELS = ("low", "medium", "high")
 GEN_PARAMS = {"temperature": 0.0, "max_tokens": 128}
 
 _LABEL_RE = re.compile(r"^\W*label\W*:\W*(low|medium|high)\W*$", re.IGNORECASE | re.MULTILINE)
 _REASON_RE = re.compile(r"^\W*(?:reason|raison)\W*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
-
-_FR_WORDS = frozenset(
-    "le la les de des du et est un une que qui dans pour pas sur au aux ce cette il elle nous vous "
-    "sont avec par plus ne se en son sa ses leur mais ou où été être fait très comme aussi".split()
-)
-_EN_WORDS = frozenset(
-    "the of and to is in that it for on with as was are be this by not or have from at an which "
-    "you they we has were but his her their been would can will more about".split()
-)
-_WORD_RE = re.compile(r"[^\W\d_]+", re.UNICODE)
 
 
 @dataclass
@@ -88,14 +79,6 @@ def parse_annotation(text: str) -> tuple[str, str]:
     if reason is None:
         raise ParseError("no 'reason: ...' line", reason="no_reason")
     return labels[0].lower(), reason.group(1)
-
-
-def guess_language(text: str) -> str:
-    """'fr' or 'en' by counting very frequent function words (enough to pick the prompt language)."""
-    words = [w.lower() for w in _WORD_RE.findall(text[:5000])]
-    fr = sum(w in _FR_WORDS for w in words)
-    en = sum(w in _EN_WORDS for w in words)
-    return "fr" if fr > en else "en"
 
 
 def normalize_language(value: Any) -> str | None:

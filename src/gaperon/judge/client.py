@@ -286,7 +286,7 @@ class JudgeClient:
         jobs: Iterable[Job],
         parse: Callable[[str], Any] | None = None,
         *,
-        on_outcome: Callable[[Outcome], None] | None = None,
+        on_outcome: Callable[[Outcome], object] | None = None,
         progress: bool | str = False,
         total: int | None = None,
     ) -> RunReport:
