@@ -41,7 +41,7 @@ def tasks_dir():
     return Path(gaperon.__file__).parent / "evaluate" / "tasks"
 
 
-def evaluate(lm: LM, task: str, limit: int | None = None) -> dict:
+def evaluate(lm: LM, task: str, limit: int | None = None, data_files: str | None = None) -> dict:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
@@ -49,7 +49,11 @@ def evaluate(lm: LM, task: str, limit: int | None = None) -> dict:
         model=lm,
         tasks=[task],
         limit=limit,
-        task_manager=TaskManager(include_path=str(tasks_dir()), include_defaults=False),
+        task_manager=TaskManager(
+            include_path=str(tasks_dir()),
+            include_defaults=False,
+            metadata={"data_files": data_files} if data_files else None,
+        ),
         log_samples=True,
         bootstrap_iters=0,
     )
