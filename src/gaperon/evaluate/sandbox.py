@@ -251,7 +251,7 @@ def run_sandboxed(
             "RLIMIT_AS": memory_mb << 20,
             "RLIMIT_FSIZE": max_file_bytes,
         }
-        if os.geteuid() != 0:
+        if os.geteuid() != 0 and Path("/proc").is_dir():  # the limit counts all the user's processes
             limits["RLIMIT_NPROC"] = _user_procs() + MAX_PROCS
         cfg = {"limits": limits, "namespaces": ns is not None, "workdir": str(work)}
         argv: list[str] = [*(ns or ()), sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(cfg)]

