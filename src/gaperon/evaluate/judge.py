@@ -492,7 +492,9 @@ def plot(result: dict, path: Path) -> None:
             left = [a + b for a, b in zip(left, vals)]
         ax.set_xlabel("prompts")
         ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"LLM judge ({result['mode']}): {result['judge']}")
+    req = result["requests"]
+    n_failed = sum(req["failed"].values())
+    ax.set_title(f"LLM judge ({result['mode']}): {result['judge']}\n{req['done']} judged, {n_failed} failed")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.png")
