@@ -51,6 +51,10 @@ class CheckpointError(GaperonError):
     """A run's checkpoints exist but cannot be resumed; names each checkpoint and why."""
 
 
+class EndpointError(GaperonError):
+    """A remote model endpoint (an LLM judge) failed after its retries; names the URL and the reason."""
+
+
 class TrainingDiverged(GaperonError):
     """Too many consecutive non-finite steps; the last good checkpoint is left as the latest."""
 
