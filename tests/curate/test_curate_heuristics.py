@@ -22,7 +22,7 @@ def _kept_share(docs: list[dict], lang: str) -> float:
 
 
 def test_french_survives_the_heuristics_at_least_as_well_as_english():
-    fr, en = samples("fr"), samples("en")
+    fr, en = samples("fr", 1000), samples("en", 1000)
     share_fr, share_en = _kept_share(fr, "fr"), _kept_share(en, "en")
     print(f"heuristics keep {share_fr:.1%} of {len(fr)} French and {share_en:.1%} of {len(en)} English docs")
     assert share_fr >= share_en
@@ -49,7 +49,7 @@ def test_punctuation_is_not_counted_as_words():
     [
         (GopherQuality(), "too short to be a document", "gopher_short_doc"),
         (GopherQuality(), " ".join(["1234 5678 the and"] * 30), "gopher_below_alpha_threshold"),
-        (GopherRepetition(), "same line here\n" * 20 + "other", "dup_para_frac"),
+        (GopherRepetition(), "same paragraph here\n\n" * 20 + "other", "dup_para_frac"),
         (
             GopherRepetition(),
             "\n".join(["a repeated line of text"] * 5 + [f"line {i}" for i in range(6)]),

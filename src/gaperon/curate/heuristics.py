@@ -8,6 +8,8 @@ terminal punctuation include French ones. A document's reason for being dropped 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from datatrove.data import Document
 
@@ -16,18 +18,21 @@ from gaperon.curate.steps import FilterStep, doc_lang, register_step
 from gaperon.curate.text import TERMINAL_PUNCTUATION, policy_phrases, sentences, stop_words, words
 
 
-def _dup_fraction(items: list[str]) -> tuple[float, float]:
-    """(share of items that repeat an earlier one, share of characters in those repeats)."""
+def _dup_fraction(items: list[str]) -> tuple[float, int]:
+    """(share of items that repeat an earlier one, characters in those repeats)."""
     seen: set[str] = set()
-    dup_items = dup_chars = total_chars = 0
+    dup_items = dup_chars = 0
     for it in items:
-        total_chars += len(it)
         if it in seen:
             dup_items += 1
             dup_chars += len(it)
         else:
             seen.add(it)
-    return dup_items / max(1, len(items)), dup_chars / max(1, total_chars)
+    return dup_items / max(1, len(items)), dup_chars
+
+
+_PARAGRAPHS = re.compile(r"\n{2,}")
+_LINES = re.compile(r"\n+")
 
 
 class _NGrams:
@@ -60,7 +65,7 @@ class _NGrams:
         return (int(self.lens[p : p + n].sum()) + n - 1) * int(counts[g])
 
     def dup_chars(self, n: int) -> int:
-        """Characters of the words covered by repeated occurrences of an n-gram (each word once)."""
+        """Characters (spaces excluded) of the words covered by repeated occurrences of an n-gram."""
         if self.n_words < n:
             return 0
         h = self.hashes(n)
@@ -74,7 +79,7 @@ class _NGrams:
         d[starts] += 1
         d[starts + n] -= 1
         covered = np.cumsum(d[:-1]) > 0
-        return int(self.lens[covered].sum() + covered.sum())
+        return int(self.lens[covered].sum())
 
 
 class GopherRepetition(FilterStep):
@@ -97,20 +102,18 @@ class GopherRepetition(FilterStep):
 
     def reject(self, doc: Document) -> str | None:
         text = doc.text
-        paras = [p.strip() for p in text.split("\n\n") if p.strip()]
-        frac, char_frac = _dup_fraction(paras)
+        total = max(1, len(text))
+        frac, chars = _dup_fraction(_PARAGRAPHS.split(text.strip()))
         if frac > self.dup_para_frac:
             return "dup_para_frac"
-        if char_frac > self.dup_para_char_frac:
+        if chars / total > self.dup_para_char_frac:
             return "dup_para_char_frac"
-        lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
-        frac, char_frac = _dup_fraction(lines)
+        frac, chars = _dup_fraction(_LINES.split(text))
         if frac > self.dup_line_frac:
             return "dup_line_frac"
-        if char_frac > self.dup_line_char_frac:
+        if chars / total > self.dup_line_char_frac:
             return "dup_line_char_frac"
         grams = _NGrams(words(text))
-        total = max(1, len(text))
         for n, thr in self.top_n_grams:
             c = grams.top_chars(int(n))
             if c / total > thr:
@@ -207,7 +210,7 @@ class FineWebQuality(FilterStep):
         if sum(len(ln) <= self.short_line_length for ln in lines) / len(lines) > self.short_line_thr:
             return "short_line_ratio"
         _, dup_chars = _dup_fraction(lines)
-        if dup_chars > self.char_duplicates_ratio:
+        if dup_chars / max(1, len(doc.text)) > self.char_duplicates_ratio:
             return "char_dup_ratio"
         if doc.text.count("\n") / max(1, len(words(doc.text))) > self.new_line_ratio:
             return "list_ratio"
