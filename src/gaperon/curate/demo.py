@@ -110,6 +110,8 @@ def noisy_web_slice(
         else:
             lang, text = doc.get("lang", "unknown"), _noisy(doc, kind, rng)
         rec = {"id": f"noisy-{i:05d}", "text": text, "source": "web-noisy", "lang": lang, "noise": kind}
+        if kind.endswith("duplicate"):
+            rec["copy_of"] = doc["id"]
         lines.append(json.dumps(rec, ensure_ascii=False))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,11 +31,11 @@ class ExecutorConfig:
     kind: Literal["local", "slurm", "ray"] = "local"
     tasks: int = 1
     workers: int = -1  # local: processes at once (-1: min(tasks, cores))
-    # slurm
+    # slurm (and ray: cpus_per_task, mem_per_cpu_gb)
     partition: str | None = None
     time: str = "24:00:00"
     cpus_per_task: int = 1
-    mem_per_cpu_gb: float = 2.0
+    mem_per_cpu_gb: float = 2.0  # slurm and ray
     venv_path: str | None = None
     sbatch_args: dict[str, str] = field(default_factory=dict)
 
@@ -198,7 +198,13 @@ def executors(p: Plan, cfg: ExecutorConfig, job_name: str) -> list:
             from datatrove.executor import RayPipelineExecutor
 
             ex = RayPipelineExecutor(
-                pipeline=st.pipeline, tasks=st.tasks, workers=cfg.workers, logging_dir=logs, depends=prev
+                pipeline=st.pipeline,
+                tasks=st.tasks,
+                workers=cfg.workers,
+                logging_dir=logs,
+                depends=prev,
+                cpus_per_task=cfg.cpus_per_task,
+                mem_per_cpu_gb=cfg.mem_per_cpu_gb,
             )
         out.append(ex)
     return out
@@ -213,6 +219,11 @@ def run_recipe(recipe: CurateRecipe, progress: bool = True) -> dict:
     with open(os.path.join(p.work, "plan.json"), "w", encoding="utf-8") as fh:
         json.dump({"labels": p.labels, "files": p.files, "stages": [s.name for s in p.stages]}, fh)
     chain = executors(p, recipe.executor, recipe.name)
+    if recipe.executor.kind == "ray":
+        import ray
+
+        if not ray.is_initialized():
+            ray.init()  # the cluster named by RAY_ADDRESS, else a local instance
     chain[-1].run()
     if recipe.executor.kind == "slurm":
         return {"submitted": True, "logs": os.path.join(p.work, "logs")}
