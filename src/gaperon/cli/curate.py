@@ -28,6 +28,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. executor.tasks=4"
     )
     p.set_defaults(func=_curate)
+    # Overrides may follow options: argparse mixes options and positionals only in "intermixed" mode.
+    p.__class__ = _Intermixed
+
+
+class _Intermixed(argparse.ArgumentParser):
+    _inner = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inner:
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
 
 
 def _curate(args: argparse.Namespace) -> int:

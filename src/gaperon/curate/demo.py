@@ -121,15 +121,34 @@ def noisy_web_slice(
     return out
 
 
+def curate_demo(out: str | Path = "out/demo", tasks: int = 2, progress: bool = False) -> Path:
+    """`make demo`'s curation stage: bundled fr/en corpus + a noisy slice through
+    recipes/curate/demo.yaml; returns OUT/curated (output/*.jsonl.zst, report.md)."""
+    from gaperon.curate.pipeline import load_recipe, run_recipe
+
+    repo = Path(__file__).resolve().parents[3]
+    samples = repo / "data" / "samples"
+    noisy = noisy_web_slice(
+        [samples / "fr.jsonl.zst", samples / "en.jsonl.zst"], Path(out) / "noisy-web.jsonl.zst"
+    )
+    inputs = [str(samples / "fr.jsonl.zst"), str(samples / "en.jsonl.zst"), str(noisy)]
+    recipe = load_recipe(
+        repo / "recipes" / "curate" / "demo.yaml",
+        [f"executor.tasks={tasks}"],
+        inputs=inputs,
+        output=str(Path(out) / "curated"),
+    )
+    run_recipe(recipe, progress=progress)
+    return Path(out) / "curated"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m gaperon.curate.demo OUT.jsonl.zst [N]`: the noisy slice of the bundled corpus."""
+    """`python -m gaperon.curate.demo [OUT]`: the noisy slice, then the demo curation, into OUT."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
-    root = Path(__file__).resolve().parents[3] / "data" / "samples"
-    noisy_web_slice(
-        [root / "fr.jsonl.zst", root / "en.jsonl.zst"], args[0], n=int(args[1]) if len(args) > 1 else 300
-    )
+    folder = curate_demo(args[0] if args else "out/demo", progress=True)
+    print((folder / "report.md").read_text(encoding="utf-8"))
     return 0
 
 
