@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from curate_helpers import samples
 from datatrove.data import Document
@@ -110,3 +112,27 @@ def test_unknown_step_and_bad_labels_name_the_field():
     with pytest.raises(ConfigError, match=r"steps\[0\]"):
         build_step({"type": "gopher_quality", "min_words": 3}, "steps[0]")
     assert TopKRule(sources=["a"]).top_percent == 10.0
+
+
+def test_gaperon_web_recipe_names_its_steps_in_order():
+    from gaperon.curate.pipeline import load_recipe
+    from gaperon.curate.steps import STEP_TYPES
+
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "curate" / "gaperon-web.yaml")
+    kinds = [s["type"] for s in recipe.steps]
+    assert kinds == [
+        "language_id",
+        "gopher_repetition",
+        "gopher_quality",
+        "fineweb_quality",
+        "c4_quality",
+        "minhash_dedup",
+        "quality_score",
+        "select_labels",
+        "select_top_k",
+        "rehydrate",
+    ]
+    for i, spec in enumerate(recipe.steps):
+        if spec["type"] != "quality_score":  # the classifier's step needs a trained model folder
+            build_step(spec, f"steps[{i}]")
+    assert {k for k in kinds if k != "quality_score"} <= set(STEP_TYPES)

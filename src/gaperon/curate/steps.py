@@ -24,7 +24,9 @@ from datatrove.pipeline.base import PipelineStep
 
 from gaperon.errors import ConfigError
 
-STEP_TYPES: dict[str, Callable[[dict], PipelineStep]] = {}
+# type name -> factory(spec) returning a PipelineStep, or for two-pass steps an object with
+# `two_pass = True` and `passes() -> (collect, reduce, apply)` steps.
+STEP_TYPES: dict[str, Callable[[dict], Any]] = {}
 HIST_BINS = 50  # histogram bins over [0, 1] for language and quality scores
 GLOBAL_STEPS: set[str] = set()  # step types that need the whole input before deciding (two-pass)
 
@@ -32,7 +34,7 @@ GLOBAL_STEPS: set[str] = set()  # step types that need the whole input before de
 def register_step(name: str, *, two_pass: bool = False) -> Callable:
     """Register a factory `spec dict -> PipelineStep` under the recipe type `name`."""
 
-    def deco(factory: Callable[[dict], PipelineStep]) -> Callable[[dict], PipelineStep]:
+    def deco(factory: Callable[[dict], Any]) -> Callable[[dict], Any]:
         STEP_TYPES[name] = factory
         if two_pass:
             GLOBAL_STEPS.add(name)
@@ -41,7 +43,7 @@ def register_step(name: str, *, two_pass: bool = False) -> Callable:
     return deco
 
 
-def build_step(spec: dict, where: str) -> PipelineStep:
+def build_step(spec: dict, where: str) -> Any:
     """Recipe mapping -> step instance; unknown types and bad keys name the recipe field."""
     _load_builtin_steps()
     if not isinstance(spec, dict) or "type" not in spec:
@@ -52,7 +54,9 @@ def build_step(spec: dict, where: str) -> PipelineStep:
     args = {k: v for k, v in spec.items() if k != "type"}
     try:
         step = STEP_TYPES[kind](args)
-    except TypeError as e:  # a factory called with a key it does not take
+    except TypeError as e:
+        if "keyword argument" not in str(e) and "missing" not in str(e):
+            raise  # a bug inside the step, not a bad recipe key
         raise ConfigError(f"{where}: {e}") from None
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
