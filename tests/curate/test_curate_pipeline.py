@@ -236,3 +236,19 @@ def test_ray_executor_gives_the_same_output(tmp_path, corpus, runs):
         ray.shutdown()
     runs_tmp, _ = runs
     assert read_output(tmp_path / "ray" / "output") == read_output(runs_tmp / "t1" / "output")
+
+
+def test_parquet_input_reads_like_jsonl(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gaperon.curate.io import InputReader
+
+    recs = samples("en", 5)
+    pq.write_table(pa.Table.from_pylist(recs), tmp_path / "en.parquet")
+    jsonl = write_jsonl_zst(tmp_path / "en.jsonl.zst", recs)
+    got = {}
+    for path in (tmp_path / "en.parquet", jsonl):
+        docs = list(InputReader([str(path)]).run(None))
+        got[path.suffix] = [(d.id, d.text, d.metadata["source"], d.metadata["_line"]) for d in docs]
+    assert got[".parquet"] == got[".zst"] and len(got[".zst"]) == 5
