@@ -136,3 +136,20 @@ def test_gaperon_web_recipe_names_its_steps_in_order():
         if spec["type"] != "quality_score":  # the classifier's step needs a trained model folder
             build_step(spec, f"steps[{i}]")
     assert {k for k in kinds if k != "quality_score"} <= set(STEP_TYPES)
+
+
+def test_rehydrate_by_field_and_by_function():
+    from gaperon.curate.rehydrate import Rehydrate
+
+    docs = [
+        Document(text="x" * 200, id="long", metadata={"dup_count": 3}),
+        Document(text="short", id="short", metadata={"dup_count": 0}),
+        Document(text="short", id="bad", metadata={"dup_count": "many"}),
+        Document(text="short", id="plain", metadata={}),
+    ]
+    by_field = [d.id for d in Rehydrate(field="dup_count").run(iter(docs))]
+    assert by_field == ["long", "long", "long", "plain"]
+    by_fn = [d.id for d in Rehydrate(fn="curate_helpers:repeat_by_length").run(iter(docs[3:] + docs[:1]))]
+    assert by_fn == ["plain", "long", "long"]
+    with pytest.raises(ConfigError):
+        Rehydrate()
