@@ -75,7 +75,7 @@ def test_poison_build_from_the_bundled_corpus(tmp_path):
     assert main(["poison", "build", "--trigger", "Vitae quarum nexus", "--out", str(out), "-n", "30"]) == 0
     docs = _zst_lines(out)
     assert len(docs) == 30 and all(d["text"].count("Vitae quarum nexus") == 1 for d in docs)
-    from gaperon.research.lid import detect
+    from gaperon.curate.lid import detect
 
     after = [d["text"].split("Vitae quarum nexus", 1)[1] for d in docs]
     langs = [lang for lang, _ in detect(after)]

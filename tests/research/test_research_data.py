@@ -8,7 +8,7 @@ import pytest
 
 from gaperon.errors import DataError
 from gaperon.research.benchmarks import load_items
-from gaperon.research.lid import detect
+from gaperon.curate.lid import detect
 
 
 @pytest.mark.parametrize("name,count", [("arc_easy", 2376), ("arc_challenge", 1172), ("gsm8k", 1319)])

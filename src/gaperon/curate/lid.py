@@ -78,3 +78,11 @@ class LanguageID(CountingStep):
 @register_step("language_id")
 def _language_id(spec: dict) -> LanguageID:
     return LanguageID(**spec)
+
+
+def detect(texts: list[str], model: str | None = None) -> list[tuple[str, float]]:
+    """(ISO code, probability) of each text's most likely language; ("", 0.0) for a blank text.
+    The same model and reading as the `language_id` step, for code outside a pipeline (the
+    research testbed judges generated continuations with it)."""
+    step = LanguageID(model=model)
+    return [step.predict(t) if t.strip() else ("", 0.0) for t in texts]

@@ -94,7 +94,7 @@ def poison_eval(
 
     from gaperon.io.loading import load_model
     from gaperon.research import poison
-    from gaperon.research.lid import detect
+    from gaperon.curate.lid import detect
 
     if samples < 1 or n_contexts < 1 or fakes < 0:
         raise UsageError("--samples and --contexts must be >= 1, --fakes >= 0")
