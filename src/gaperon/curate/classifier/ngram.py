@@ -25,9 +25,9 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 def features(
-    text: str, buckets: int, ngrams: int = 2, max_tokens: int = 2048
+    text: str, buckets: int, ngrams: int = 2, max_tokens: int = 512
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(bucket ids, L2-normalised counts) of a text's word n-grams up to `ngrams`."""
+    """(bucket ids, L2-normalised counts) of the n-grams of the first `max_tokens` words (as score's 512)."""
     toks = _TOKEN.findall(text.lower())[:max_tokens] or ["<empty>"]
     grams = list(toks)
     for n in range(2, ngrams + 1):
