@@ -55,7 +55,9 @@ def embed(texts: Sequence[str], *, max_tokens: int = 512, batch_size: int = 64) 
         fresh.update({(t, max_tokens): v for t, v in zip(chunk, vecs, strict=True)})
     if not texts:
         return np.zeros((0, e5.dim), np.float32)
-    out = np.stack([fresh.get((t, max_tokens), _CACHE.get((t, max_tokens))) for t in texts])
+    out = np.stack(
+        [fresh[(t, max_tokens)] if (t, max_tokens) in fresh else _CACHE[(t, max_tokens)] for t in texts]
+    )
     if len(_CACHE) + len(fresh) > _CACHE_MAX:
         _CACHE.clear()
     _CACHE.update(fresh)
