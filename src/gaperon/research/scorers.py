@@ -23,7 +23,7 @@ def load_scorer(spec: str) -> Scorer:
         except (ImportError, AttributeError) as e:
             raise UsageError(f"scorer {spec!r}: {e}") from None
         return lambda texts: np.asarray(fn(texts), dtype=np.float64)
-    from gaperon.curate.classifier import load_classifier  # the curation stage's classifiers
+    from gaperon.curate.classifier.score import Scorer as QualityScorer  # the curation stage's classifiers
 
-    clf = load_classifier(spec)
-    return lambda texts: np.asarray(clf.score(texts), dtype=np.float64)
+    scorer = QualityScorer(spec)
+    return lambda texts: np.asarray(scorer.score(texts)[0], dtype=np.float64)
