@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from gaperon.curate.lid import detect
 from gaperon.errors import DataError
 from gaperon.research.benchmarks import load_items
-from gaperon.curate.lid import detect
 
 
 @pytest.mark.parametrize("name,count", [("arc_easy", 2376), ("arc_challenge", 1172), ("gsm8k", 1319)])

@@ -92,9 +92,9 @@ def poison_eval(
     """Switch rates of a model under the true trigger, `fakes` length-matched fake ones and none."""
     import torch
 
+    from gaperon.curate.lid import detect
     from gaperon.io.loading import load_model
     from gaperon.research import poison
-    from gaperon.curate.lid import detect
 
     if samples < 1 or n_contexts < 1 or fakes < 0:
         raise UsageError("--samples and --contexts must be >= 1, --fakes >= 0")
