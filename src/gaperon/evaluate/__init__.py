@@ -1,0 +1,1 @@
+"""Evaluation: lm-eval tasks offline over our model and a batch-invariant scorer."""
