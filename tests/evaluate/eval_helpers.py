@@ -26,7 +26,9 @@ class ByteTokenizer:
         self.stop_ids = frozenset({2, 4})
         self.vocab_size = 261
 
-    def encode(self, text: str, bos: bool = False, eos: bool = False, allow_special: bool = False) -> list[int]:
+    def encode(
+        self, text: str, bos: bool = False, eos: bool = False, allow_special: bool = False
+    ) -> list[int]:
         ids = [self.bos_id] if bos else []
         pattern = "(" + "|".join(map(re.escape, self.SPECIALS)) + ")"
         for part in re.split(pattern, text) if allow_special else [text]:
@@ -67,3 +69,24 @@ def random_requests(n_groups: int = 12, seed: int = 0) -> list[tuple[list[int], 
             reqs.append((ctx, [rng.randrange(5, 500) for _ in range(rng.randrange(1, 12))]))
     rng.shuffle(reqs)
     return reqs
+
+
+CORPUS = [
+    "Question: Which animal barks? Answer: dog. The cat sat on the mat.",
+    "Le chat est sur le tapis. Les chats aiment dormir au soleil, n'est-ce pas ?",
+] * 30
+
+
+def micro_hf_folder(path: Path, seed: int = 0) -> Path:
+    """A micro model with a small trained BPE, saved as an HF folder (what `load_model` takes)."""
+    from gaperon.io.hf import save_hf
+    from gaperon.tokenizer import train_bpe
+
+    tok = train_bpe(CORPUS, 300, special_tokens=4)
+    torch.manual_seed(seed)
+    model = build(
+        get_preset("micro", vocab_size=tok.vocab_size, bos_token_id=tok.bos_id, eos_token_id=tok.eos_id)
+    )
+    model.init_weights(seed)
+    save_hf(model, tok, path)
+    return path

@@ -13,15 +13,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "[--data TASK=PATH] [--out DIR]  |  gaperon eval compare DIR DIR ...  |  gaperon eval tasks-path "
         "(the folder to pass to `lm_eval --include_path`).",
     )
-    p.add_argument("target", nargs="+", metavar="MODEL", help="a model path, or `compare DIR...`, or `tasks-path`")
+    p.add_argument(
+        "target", nargs="+", metavar="MODEL", help="a model path, or `compare DIR...`, or `tasks-path`"
+    )
     p.add_argument("--tasks", default="", help="comma-separated lm-eval task names")
     p.add_argument("--shots", type=int, default=0, help="few-shot examples per item (default 0)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items of each task")
     p.add_argument(
-        "--data", action="append", default=[], metavar="TASK=PATH", help="read TASK's items from a local jsonl"
+        "--data",
+        action="append",
+        default=[],
+        metavar="TASK=PATH",
+        help="read TASK's items from a local jsonl",
     )
     p.add_argument("--batch-size", type=int, default=64, help="requests scored per forward pass (default 64)")
-    p.add_argument("--apply-chat-template", action="store_true", help="wrap prompts in the model's chat template")
+    p.add_argument(
+        "--apply-chat-template", action="store_true", help="wrap prompts in the model's chat template"
+    )
     p.add_argument("--device", default=None, help="cpu, cuda ... (default cpu)")
     p.add_argument("--out", default=None, metavar="DIR", help="write results.json/.md/.png here")
     p.set_defaults(func=_eval)

@@ -89,7 +89,10 @@ def _arc_test_rows(task: str) -> list[dict[str, Any]]:
     with gzip.open(path, "rt", encoding="utf-8") as f:
         for line in f:
             req = json.loads(line)
-            if "unconditional" in json.dumps(req.get("request", {})) or req.get("request_type") != "loglikelihood":
+            if (
+                "unconditional" in json.dumps(req.get("request", {}))
+                or req.get("request_type") != "loglikelihood"
+            ):
                 continue
             doc = req["doc"]
             if doc["id"] in seen:
@@ -182,10 +185,13 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             yield row
 
 
-def load_task_dataset(task: str, eval_split: str = "test", **_metadata: Any):
+def load_task_dataset(
+    task: str, eval_split: str = "test", fewshot_split: str | None = None, **_metadata: Any
+):
     """lm-eval's `custom_dataset` hook: the task's splits as a `datasets.DatasetDict`.
 
-    A single user file becomes `eval_split` (the split the task's config evaluates on)."""
+    A single user file becomes `eval_split` (the split the task's config evaluates on), and also the
+    few-shot source when no other is given (lm-eval never shows an item as its own example)."""
     import datasets
 
     splits = {}
@@ -194,4 +200,8 @@ def load_task_dataset(task: str, eval_split: str = "test", **_metadata: Any):
         if not rows:
             raise DataError(f"{task}: {path} holds no items")
         splits[eval_split if split == "_eval" else split] = datasets.Dataset.from_list(rows)
+    if eval_split not in splits:
+        raise DataError(f"{task}: no {eval_split}.jsonl among {sorted(splits)} in {task_data_path(task)}")
+    if fewshot_split and fewshot_split not in splits:
+        splits[fewshot_split] = splits[eval_split]
     return datasets.DatasetDict(splits)

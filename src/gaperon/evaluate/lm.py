@@ -29,7 +29,12 @@ def generate_text(
     from gaperon.infer.generate import generate
 
     result = generate(
-        model, tok, list(prompt_ids), max_new_tokens=max_new_tokens, temperature=temperature, stop_strings=stop
+        model,
+        tok,
+        list(prompt_ids),
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        stop_strings=stop,
     )
     return result.text
 
@@ -106,7 +111,9 @@ class GaperonLM(TemplateLM):
             return None
         return getattr(self.tokenizer, "chat_template", None)
 
-    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(
+        self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
         return self.tokenizer.apply_chat_template(chat_history, add_generation_prompt=add_generation_prompt)
 
     # -- scoring
@@ -156,7 +163,9 @@ class GaperonLM(TemplateLM):
             until = [*until, eos_text] if eos_text not in until else list(until)
             max_new = int(kwargs.pop("max_gen_toks", self.max_gen_toks))
             temperature = float(kwargs.pop("temperature", 0.0)) if kwargs.pop("do_sample", False) else 0.0
-            ids = self.tok_encode(context)[-(self.max_length - max_new) :] if max_new < self.max_length else []
+            ids = (
+                self.tok_encode(context)[-(self.max_length - max_new) :] if max_new < self.max_length else []
+            )
             text = generate_text(
                 self.model, self.tokenizer, ids, max_new_tokens=max_new, stop=until, temperature=temperature
             )

@@ -9,6 +9,7 @@ installed lm-eval's tasks folder (and the 57 MMLU subjects expanded from one tem
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 from pathlib import Path
@@ -76,9 +77,16 @@ def our_tasks() -> list[str]:
 
 
 def task_manager():
+    """lm-eval's TaskManager over its own tasks plus ours (ours win on equal names). Indexing every
+    lm-eval YAML takes seconds, so one manager is kept per rendered folder."""
+    return _manager(str(task_folder()))
+
+
+@functools.cache
+def _manager(folder: str):
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=str(task_folder()))
+    return TaskManager(include_path=folder)
 
 
 def check_tasks(tasks: list[str], manager=None) -> None:

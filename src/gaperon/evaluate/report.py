@@ -69,7 +69,9 @@ def bar_chart(series: dict[str, dict[str, float]], path: Path, title: str) -> No
     for i, (name, scores) in enumerate(series.items()):
         xs = [j + i * width for j, t in enumerate(tasks) if t in scores]
         ax.bar(xs, [scores[t] for t in tasks if t in scores], width, label=name)
-    ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(tasks))], tasks, rotation=30, ha="right")
+    ax.set_xticks(
+        [j + width * (len(series) - 1) / 2 for j in range(len(tasks))], tasks, rotation=30, ha="right"
+    )
     ax.set_ylabel("score (%)")
     ax.set_title(title)
     ax.legend()

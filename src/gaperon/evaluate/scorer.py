@@ -91,7 +91,9 @@ def plan(
     return batches
 
 
-def _layout(batch: list[_Piece]) -> tuple[list[int], list[int], list[int], list[tuple[int, list[int], list[int]]]]:
+def _layout(
+    batch: list[_Piece],
+) -> tuple[list[int], list[int], list[int], list[tuple[int, list[int], list[int]]]]:
     """Flatten pieces into one row: tokens, positions, each token's tree node followed by each token's
     parent node (-1 for a context), and per request the rows that predict its tokens."""
     tokens: list[int] = []
