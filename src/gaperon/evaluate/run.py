@@ -54,6 +54,7 @@ def run_eval(
         apply_chat_template=apply_chat_template,
         log_samples=False,
         bootstrap_iters=0,
+        verbosity="WARNING",
     )
     assert results is not None  # only None on non-zero ranks of a distributed run
     results["config"]["model"] = name

@@ -96,6 +96,10 @@ class EvalSpec:
     every: int = 250
     sequences: int = 1000
     batch_size: int = 8
+    # Benchmarks (lm-eval task names) scored every `task_every` steps on `task_limit` items; [] = off.
+    tasks: list[str] = field(default_factory=list)
+    task_every: int = 1000
+    task_limit: int | None = 100
 
 
 @dataclass
@@ -223,6 +227,10 @@ def check_recipe(r: Recipe, world_size: int = 1) -> None:
             raise err(name, f"must be > 0, got {value}")
     if r.eval.sequences < 0:
         raise err("eval.sequences", f"must be >= 0, got {r.eval.sequences}")
+    if r.eval.tasks and (
+        r.eval.task_every <= 0 or (r.eval.task_limit is not None and r.eval.task_limit <= 0)
+    ):
+        raise err("eval.task_every", "eval.task_every and eval.task_limit must be > 0")
     if r.parallel.shard_size is not None and r.parallel.shard_size <= 0:
         raise err("parallel.shard_size", "must be > 0")
     if not r.phases:
