@@ -14,7 +14,7 @@ import gzip
 import importlib.util
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ def cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "gaperon") / "eval"
 
 
-def set_data_overrides(overrides: dict[str, str | Path]) -> None:
+def set_data_overrides(overrides: Mapping[str, str | Path]) -> None:
     """Point tasks at user files for this process (what `--data TASK=PATH` does)."""
     for task, path in overrides.items():
         p = Path(path)

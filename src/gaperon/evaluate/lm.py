@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
@@ -56,7 +55,7 @@ class GaperonLM(TemplateLM):
         self,
         pretrained: str | None = None,
         *,
-        model: torch.nn.Module | None = None,
+        model: Any = None,
         tokenizer: Any = None,
         batch_size: int | str | None = DEFAULT_BATCH,
         device: str | None = None,

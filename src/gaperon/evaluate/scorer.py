@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def tree_mask(owner: Tensor, parent: Tensor, positions: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
-def score_batch(model: nn.Module, batch: list[_Piece]) -> dict[int, Scored]:
+def score_batch(model: Any, batch: list[_Piece]) -> dict[int, Scored]:
     tokens, positions, owner_parent, targets = _layout(batch)
     n = len(tokens)
     device = next(model.parameters()).device
@@ -159,7 +160,7 @@ def score_batch(model: nn.Module, batch: list[_Piece]) -> dict[int, Scored]:
 
 
 def score(
-    model: nn.Module,
+    model: Any,
     requests: Sequence[tuple[Sequence[int], Sequence[int]]],
     *,
     batch_size: int = 64,
@@ -172,9 +173,9 @@ def score(
     that prefix sharing is tested against)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    max_len = max_len or model.cfg.max_seq_len
+    limit = int(max_len or model.cfg.max_seq_len)
     results: dict[int, Scored] = {}
-    for batch in plan(requests, batch_size, max_len, share):
+    for batch in plan(requests, batch_size, limit, share):
         got = score_batch(model, batch)
         results.update(got)
         if progress is not None:
