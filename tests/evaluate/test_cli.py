@@ -52,3 +52,22 @@ def test_errors_name_the_task_and_path(tmp_path, capsys):
     assert main(["eval", str(model), "--tasks", "arc_fr", "--data", f"arc_fr={tmp_path / 'x.jsonl'}"]) != 0
     assert "x.jsonl" in capsys.readouterr().err
     assert main(["eval", "compare", str(tmp_path)]) == 2
+
+
+def test_lm_eval_command_line_with_the_gaperon_model(tmp_path):
+    """lm-eval's own CLI (`python -m gaperon.evaluate` = lm_eval with our model registered)."""
+    import os
+    import subprocess
+    import sys
+
+    from gaperon.evaluate.registry import task_folder
+
+    model = micro_hf_folder(tmp_path / "model")
+    env = dict(os.environ, GAPERON_EVAL_DATA=f"arc_easy={FIXTURES / 'arc_easy.jsonl'}", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "gaperon.evaluate", "run", "--model", "gaperon", "--model_args",
+           f"pretrained={model}", "--tasks", "arc_easy", "--include_path", str(task_folder()),
+           "--limit", "2", "--output_path", str(tmp_path / "lm")]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (path,) = (tmp_path / "lm").rglob("results_*.json")
+    assert "acc,none" in json.loads(path.read_text())["results"]["arc_easy"]

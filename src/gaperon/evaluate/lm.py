@@ -47,6 +47,15 @@ def _batch_size(value: Any) -> int:
     return n
 
 
+def _device(device: str | None) -> str:
+    """lm-eval's command line asks for cuda by default: fall back to the CPU when there is none."""
+    import torch
+
+    if device is None or (device.startswith("cuda") and not torch.cuda.is_available()):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 @register_model("gaperon")
 class GaperonLM(TemplateLM):
     """lm-eval model over a gaperon model. Pass `pretrained` (a path) or `model` + `tokenizer`."""
@@ -70,7 +79,7 @@ class GaperonLM(TemplateLM):
                 raise ValueError("GaperonLM needs pretrained=PATH or model= and tokenizer=")
             from gaperon.io.loading import load_model
 
-            loaded = load_model(pretrained, device=device or "cpu", dtype=dtype)
+            loaded = load_model(pretrained, device=_device(device), dtype=dtype)
             model, tokenizer = loaded.model, loaded.tokenizer
             self._name = str(pretrained)
         else:
