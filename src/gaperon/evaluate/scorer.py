@@ -18,6 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+# Tokens per forward pass. The packed row attends through a dense (T, T) mask, so attention grows
+# with T squared: a few hundred tokens keep matrix products efficient and attention cheap on CPU.
+MAX_TOKENS = 512
+
 
 @dataclass(frozen=True)
 class Scored:
@@ -51,13 +55,17 @@ def _truncate(context: list[int], continuation: list[int], max_len: int) -> tupl
 
 
 def plan(
-    requests: Sequence[tuple[Sequence[int], Sequence[int]]], batch_size: int, max_len: int, share: bool = True
+    requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+    batch_size: int,
+    max_len: int,
+    share: bool = True,
+    max_tokens: int = MAX_TOKENS,
 ) -> list[list[_Piece]]:
     """Group requests by context, split groups to fit, and pack pieces into batches.
 
     A batch holds at most `batch_size` requests and `max(max_len, ...)` tokens; order is longest first
     so memory peaks come early (the same order at every batch size)."""
-    token_budget = max(max_len, batch_size * 64)
+    token_budget = max_tokens  # a longer piece goes alone
     groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
     for i, (ctx, cont) in enumerate(requests):
         if not ctx:
@@ -166,6 +174,7 @@ def score(
     batch_size: int = 64,
     max_len: int | None = None,
     share: bool = True,
+    max_tokens: int = MAX_TOKENS,
     progress: Callable[[int], None] | None = None,
 ) -> list[Scored]:
     """(context ids, continuation ids) -> log P(continuation | context) and whether greedy decoding
@@ -175,7 +184,7 @@ def score(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     limit = int(max_len or model.cfg.max_seq_len)
     results: dict[int, Scored] = {}
-    for batch in plan(requests, batch_size, limit, share):
+    for batch in plan(requests, batch_size, limit, share, max_tokens):
         got = score_batch(model, batch)
         results.update(got)
         if progress is not None:
