@@ -62,7 +62,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--tasks", default="arc_easy,hellaswag")
-    ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--limit", type=int, default=100, help="items per task; 0 = the whole set")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
@@ -92,7 +92,7 @@ def main() -> None:
         )
         print("|---|---|---|---|---|---|---|---|")
         for name, task in manager.load(tasks)["tasks"].items():
-            inst = requests_of(task, args.limit)
+            inst = requests_of(task, args.limit or None)
             v_ours, w_ours, t_ours = timed(ours, inst)
             v_hf, w_hf, t_hf = timed(peer, inst)
             a_ours, a_hf = accuracy(task, inst, v_ours), accuracy(task, inst, v_hf)
