@@ -117,6 +117,10 @@ class EvalSpec:
     every: int = 250
     sequences: int = 1000
     batch_size: int = 8
+    # Benchmarks (lm-eval task names) scored every `task_every` steps on `task_limit` items; [] = off.
+    tasks: list[str] = field(default_factory=list)
+    task_every: int = 1000
+    task_limit: int | None = 100
 
 
 @dataclass
@@ -335,6 +339,10 @@ def _check_intervals(r: Recipe) -> None:
             raise _err(r, name, f"must be > 0, got {value}")
     if r.eval.sequences < 0:
         raise _err(r, "eval.sequences", f"must be >= 0, got {r.eval.sequences}")
+    if r.eval.tasks and (
+        r.eval.task_every <= 0 or (r.eval.task_limit is not None and r.eval.task_limit <= 0)
+    ):
+        raise _err(r, "eval.task_every", "eval.task_every and eval.task_limit must be > 0")
 
 
 def _check_phase(r: Recipe, i: int, p: PhaseSpec, max_seq_len: int) -> None:

@@ -435,6 +435,18 @@ class Trainer:
         return float(sums[0] / sums[1])
 
     # ---- checkpoints -------------------------------------------------------------------------
+    def _benchmarks(self, state: TrainState, logger: MetricsLogger) -> None:
+        """Recipe `eval.tasks`: a few benchmark items scored, logged as eval/<task>/<metric>."""
+        tok = self._tokenizer()
+        if tok is None:
+            self.say("eval.tasks needs the recipe's tokenizer; skipped")
+            return
+        from gaperon.evaluate.in_training import evaluate_during_training
+
+        scores = evaluate_during_training(self.model, tok, self.r.eval.tasks, self.r.eval.task_limit)
+        logger.log({"step": state.global_step, **scores})
+        self.say(f"step {state.global_step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+
     def save(self, state: TrainState) -> Path:
         meta = {
             "state": asdict(state),
@@ -621,6 +633,8 @@ class Trainer:
                         f"[{index + 1}/{len(r.phases)} {phase.name}] step {state.global_step}: "
                         f"val loss {v:.4f}"
                     )
+            if r.eval.tasks and state.global_step % r.eval.task_every == 0:
+                self._benchmarks(state, logger)
             stop = self.stop.requested(self.env.device)
             if phase_end:
                 state.phase_complete = True
