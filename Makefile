@@ -27,6 +27,7 @@ $(STAMP): pyproject.toml Makefile
 test: setup
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/mypy src/gaperon
 	$(BIN)/python -m pytest tests
 
 lint: setup

@@ -21,7 +21,7 @@ import queue
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,7 @@ class _Encoder:
                 return self.to_numpy(text, allowed_special=set(), disallowed_special=())
             except UnicodeEncodeError:  # lone surrogates: encode_ordinary repairs them, this does not
                 pass
+        assert self.fast is not None  # _one is only called on the tiktoken path
         return np.asarray(self.fast.encode_ordinary(text), dtype=fmt.TOKEN_DTYPE)
 
 
@@ -242,14 +243,14 @@ def tokenize(
         options.max_chars,
     )
     # Up front: every file yields something, and which document is forced into val (if any).
-    inputs = [Path(p) for p in inputs]  # read as given: a folder of .txt may hold an empty file
-    for _ in read_documents(inputs, read_opts, ReaderReport(), first_only=True):
+    given = [Path(p) for p in inputs]  # read as given: a folder of .txt may hold an empty file
+    for _ in read_documents(given, read_opts, ReaderReport(), first_only=True):
         pass
     report = ReaderReport()
-    documents = read_documents(inputs, read_opts, report)
-    forced_val, head = _forced_val_document(documents, inputs, read_opts, options.val_fraction)
+    documents = read_documents(given, read_opts, report)
+    forced_val, head = _forced_val_document(documents, given, read_opts, options.val_fraction)
     if options.workers > 1:  # workers read their own blocks: this process only merges and writes
-        documents.close()
+        getattr(documents, "close", lambda: None)()  # a generator: close its open file now
         report = ReaderReport()
     else:
         documents = itertools.chain(head, documents)  # the documents read to find out are not read twice
@@ -618,7 +619,7 @@ def _encoded(batches: Iterator[list], options: TokenizeOptions, tok) -> Iterator
 _END = object()
 
 
-def _read_ahead(items: Iterator, depth: int) -> Iterator:
+def _read_ahead(items: Iterator, depth: int) -> Generator:
     """`items`, produced by a background thread up to `depth` ahead; its exceptions are raised here.
 
     Reading, JSON parsing and hashing hold the GIL but the encoder does not, so this overlaps the

@@ -229,6 +229,7 @@ def _generate_local(spec, todo, writer, max_tokens, temperature, device) -> dict
     if not todo:
         return {}
     from gaperon.infer.engine import Engine
+    from gaperon.infer.sampling import Sampling
     from gaperon.io.loading import load_model
 
     loaded = load_model(spec.path, device=device)
@@ -239,7 +240,7 @@ def _generate_local(spec, todo, writer, max_tokens, temperature, device) -> dict
     # A KV cache sized for these prompts, not for the model's whole context.
     max_len = min(loaded.model.cfg.max_seq_len, max(map(len, ids)) + max_tokens)
     engine = Engine(loaded.model.eval(), tok, max_batch=8, max_len=max_len)
-    results = engine.generate(ids, max_new_tokens=max_tokens, temperature=temperature, seed=0)
+    results = engine.generate(ids, Sampling(max_new_tokens=max_tokens, temperature=temperature, seed=0))
     for p, r in zip(todo, results):
         writer.write(_record(spec, p, r.text))
     return {}

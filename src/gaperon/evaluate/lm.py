@@ -26,16 +26,10 @@ def generate_text(
 ) -> str:
     """The one place evaluation calls the inference engine (its API is still moving)."""
     from gaperon.infer.generate import generate
+    from gaperon.infer.sampling import Sampling
 
-    result = generate(
-        model,
-        tok,
-        list(prompt_ids),
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        stop_strings=stop,
-    )
-    return result.text
+    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, stop=tuple(stop))
+    return generate(model, tok, list(prompt_ids), sampling).text
 
 
 def _batch_size(value: Any) -> int:

@@ -71,7 +71,8 @@ def hf_config(cfg: ModelConfig, dtype: torch.dtype, tokenizer: Tokenizer | None 
             "(Llama has neither, OLMo-2 both)"
         )
     model_type, cls = HF_ARCHITECTURES[cfg.architecture]
-    bos, eos = cfg.bos_token_id, cfg.eos_token_id
+    bos: int | None = cfg.bos_token_id
+    eos: int | list[int] | None = cfg.eos_token_id
     if tokenizer is not None:
         bos, eos = tokenizer.bos_id, tokenizer.eos_id
     return {
@@ -293,9 +294,10 @@ def load_state_from_store(
                 f"{store.infos[key].file}: unexpected tensor {key!r} for a {cfg.architecture} model"
             )
     for name, shape in expected.items():
-        key = by_name.get(name)
-        if key is None:
+        found = by_name.get(name)
+        if found is None:
             raise ModelFormatError(f"{where}: tensor {hf_name(name)!r} is missing")
+        key = found
         info = store.infos[key]
         if info.shape != shape:
             raise ModelFormatError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from gaperon.atomic import atomic_path, write_json, write_text
 from gaperon.errors import DataError, UsageError
@@ -147,7 +148,7 @@ def ngrams_report(
     index = ngrams.build_index(items, n=n)
     docs = read_texts(corpus)
     found = ngrams.scan(index, docs)
-    report = {
+    report: dict[str, Any] = {
         "n": n,
         "documents": len(docs),
         "benchmarks": {

@@ -24,6 +24,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -537,7 +538,8 @@ class Trainer:
         """A new LM head at the model's init scale, on top of a headless body."""
         torch.manual_seed(self.r.seed)
         std = self.cfg.init_std
-        torch.nn.init.trunc_normal_(self.model.lm_head.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+        head = cast(nn.Linear, self.model.get_submodule("lm_head"))
+        torch.nn.init.trunc_normal_(head.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
 
     # ---- the run -----------------------------------------------------------------------------
     def start_state(self) -> TrainState:
