@@ -140,7 +140,7 @@ def test_tokenizer_and_generation_config(tmp_path):
     gen = json.loads((out / "generation_config.json").read_text())
     assert gen["bos_token_id"] == 128000
     assert gen["eos_token_id"] == [128001, 128008, 128009]  # eos, then eom/eot: a chat turn ends generation
-    assert gen["do_sample"] is True and 0 < gen["temperature"] <= 1 and 0 < gen["top_p"] <= 1
+    assert "do_sample" not in gen and "temperature" not in gen  # no sampling settings of our own invention
     config = json.loads((out / "config.json").read_text())
     assert config["bos_token_id"] == 128000 and config["eos_token_id"] == 128001
     _, back = load_hf(out)
@@ -190,3 +190,24 @@ def test_transformers_4x_style_folder(tmp_path):
         want = model(x)
         got = load_hf(out, dtype="fp32")[0](x)
     assert (got - want).abs().max().item() < 1e-5
+
+
+def test_export_keeps_the_source_models_own_sampling_settings(tmp_path):
+    """An HF folder's generation_config.json sampling settings survive import/export unchanged, and a
+    source without any (a GGUF file, a training run) gets none: it decodes greedily, as it was."""
+    from gaperon.io.loading import convert_to_hf
+
+    src = save_hf(random_llama("micro"), None, tmp_path / "src")
+    gen = json.loads((src / "generation_config.json").read_text())
+    gen.update(do_sample=True, temperature=0.2, top_p=0.85, repetition_penalty=1.1)
+    (src / "generation_config.json").write_text(json.dumps(gen))
+    out = tmp_path / "out"
+    loaded = convert_to_hf(src, out)
+    assert loaded.sampling == {
+        "do_sample": True,
+        "temperature": 0.2,
+        "top_p": 0.85,
+        "repetition_penalty": 1.1,
+    }
+    kept = json.loads((out / "generation_config.json").read_text())
+    assert {k: kept[k] for k in loaded.sampling} == loaded.sampling

@@ -35,8 +35,9 @@ _DTYPES = {
     "float": torch.float32,
 }
 _DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
-# Sampling defaults of the Llama-3.1 releases; a folder without them would decode greedily.
-GENERATION_DEFAULTS = {"do_sample": True, "temperature": 0.6, "top_p": 0.9}
+# The sampling settings a generation_config.json may carry; a folder keeps its source's own (a
+# GGUF file or a training run has none, so its export decodes greedily unless told otherwise).
+SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")
 
 
 def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -104,8 +105,23 @@ def hf_config(cfg: ModelConfig, dtype: torch.dtype, tokenizer: Tokenizer | None 
     }
 
 
-def generation_config(cfg: ModelConfig, tokenizer: Tokenizer | None = None) -> dict[str, Any]:
-    """generation_config.json: every id that ends a turn stops generation (eos, and eot for chat)."""
+def read_sampling(folder: Path) -> dict[str, Any]:
+    """The sampling settings of a folder's generation_config.json ({} when it has none)."""
+    path = Path(folder) / "generation_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelFormatError(f"{path}: not valid JSON ({e})") from None
+    return {k: raw[k] for k in SAMPLING_KEYS if isinstance(raw, dict) and raw.get(k) is not None}
+
+
+def generation_config(
+    cfg: ModelConfig, tokenizer: Tokenizer | None = None, sampling: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """generation_config.json: every id that ends a turn stops generation (eos, and eot for chat);
+    `sampling` (the source model's own settings) is kept as it was."""
     if tokenizer is not None:
         bos, eos, pad = tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id
         stops = [eos] + sorted(set(tokenizer.stop_ids) - {eos})
@@ -114,7 +130,7 @@ def generation_config(cfg: ModelConfig, tokenizer: Tokenizer | None = None) -> d
         stops = list(cfg.eos_token_id) if isinstance(cfg.eos_token_id, list) else [cfg.eos_token_id]
     out: dict[str, Any] = {"bos_token_id": bos, "eos_token_id": stops[0] if len(stops) == 1 else stops}
     out["pad_token_id"] = pad if pad is not None else stops[0]
-    return {**out, **GENERATION_DEFAULTS}
+    return {**out, **(sampling or {})}
 
 
 def save_hf(
@@ -124,6 +140,7 @@ def save_hf(
     *,
     dtype: torch.dtype | str | None = None,
     max_shard_size: int | str = "2GB",
+    sampling: dict[str, Any] | None = None,
 ) -> Path:
     """Write `model` (+ tokenizer files) as a Hugging Face LlamaForCausalLM folder at `out_dir`.
 
@@ -156,7 +173,7 @@ def save_hf(
         tmp.mkdir(parents=True)
         write_sharded(((hf_name(n), params[n].numel() * elem) for n in names), tensor, tmp, max_shard_size)
         _write_json(tmp / "config.json", hf_config(cfg, target, tokenizer))
-        _write_json(tmp / "generation_config.json", generation_config(cfg, tokenizer))
+        _write_json(tmp / "generation_config.json", generation_config(cfg, tokenizer, sampling))
         if tokenizer is not None:
             tokenizer.save(tmp)
     return out_dir

@@ -7,7 +7,7 @@ export all start here, so they accept the same paths.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -35,6 +35,8 @@ class LoadedModel:
     tokenizer: Tokenizer | None
     config: ModelConfig
     source: str  # "gguf" | "hf" | "run"
+    # The source's own sampling settings (an HF folder's generation_config.json); kept on export.
+    sampling: dict = field(default_factory=dict)
 
 
 def model_kind(path: Path) -> str:
@@ -81,7 +83,12 @@ def load_model(
             ) from None
         model, run_tok = load_run_model(path, device=device, dtype=target)
         tok = cast("Tokenizer | None", run_tok)  # load_run_model returns its tokenizer as `object`
-    return LoadedModel(model=model, tokenizer=tok, config=model.cfg, source=kind)
+    sampling: dict = {}
+    if kind == "hf":
+        from gaperon.io.hf import read_sampling
+
+        sampling = read_sampling(path)
+    return LoadedModel(model=model, tokenizer=tok, config=model.cfg, source=kind, sampling=sampling)
 
 
 def convert_to_hf(
@@ -108,5 +115,12 @@ def convert_to_hf(
     if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
         raise UsageError(f"{out}: already exists; choose another folder or pass --force to replace it")
     loaded = load_model(src, dtype=dtype)
-    save_hf(loaded.model, loaded.tokenizer, out, dtype=dtype, max_shard_size=max_shard_size)
+    save_hf(
+        loaded.model,
+        loaded.tokenizer,
+        out,
+        dtype=dtype,
+        max_shard_size=max_shard_size,
+        sampling=loaded.sampling,
+    )
     return loaded
