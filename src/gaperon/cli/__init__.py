@@ -10,10 +10,10 @@ import argparse
 import sys
 
 from gaperon import __version__
-from gaperon.cli import data, infer, model, train
+from gaperon.cli import data, infer, model, sft, train
 from gaperon.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, GaperonError
 
-STAGES = (model, data, train, infer)
+STAGES = (model, data, train, sft, infer)
 
 
 def build_parser() -> argparse.ArgumentParser:
