@@ -21,6 +21,8 @@ import time
 
 import torch
 
+from gaperon.infer.sampling import Sampling
+
 
 class _SilentTokenizer:
     """The engine assembles text; throughput does not need it."""
@@ -28,7 +30,7 @@ class _SilentTokenizer:
     stop_ids = frozenset()
     vocab_size = 1 << 30
 
-    def decode(self, ids, skip_special: bool = True) -> str:
+    def decode(self, _ids, *, skip_special: bool = True) -> str:  # noqa: ARG002 - the engine passes it
         return ""
 
 
@@ -79,7 +81,7 @@ def hf_twin(model, dtype):
 
 def ours(engine, prompts, new_tokens: int, device) -> float:
     for p in prompts:
-        engine.add_request(p, max_new_tokens=new_tokens, stop_ids=())
+        engine.add_request(p, Sampling(max_new_tokens=new_tokens), stop_ids=())
     sync(device)
     t0 = time.perf_counter()
     n = 0

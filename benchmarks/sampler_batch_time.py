@@ -107,13 +107,16 @@ def main() -> None:
         f"sampler init {t_init * 1e3:.1f} ms"
     )
     print(
-        f"MixtureSampler.batch(step)        {t_ours * 1e3:8.2f} ms  ({args.batch * args.seq / t_ours / 1e6:.0f}M tok/s)"
+        f"MixtureSampler.batch(step)        {t_ours * 1e3:8.2f} ms  "
+        f"({args.batch * args.seq / t_ours / 1e6:.0f}M tok/s)"
     )
     print(
-        f"nanoGPT get_batch (iid, no mix)    {t_peer * 1e3:8.2f} ms  ours / peer = {t_ours / t_peer:.2f}x time"
+        f"nanoGPT get_batch (iid, no mix)    {t_peer * 1e3:8.2f} ms  ours / peer = "
+        f"{t_ours / t_peer:.2f}x time"
     )
     print(
-        f"share of one H100 gaperon-1b step ({step_s:.2f} s at {H100_TOKENS_PER_S:,} tok/s): {t_ours / step_s:.4%}"
+        f"share of one H100 gaperon-1b step ({step_s:.2f} s at {H100_TOKENS_PER_S:,} tok/s): "
+        f"{t_ours / step_s:.4%}"
     )
 
 

@@ -47,11 +47,11 @@ def default_model() -> str:
 
 def load(args):
     if args.preset:
-        from gaperon.infer.commands import pick_device
+        from gaperon.infer.commands import check_device
         from gaperon.model import build, get_preset
         from gaperon.tokenizer import llama3_tokenizer
 
-        device = pick_device(args.device)
+        device = check_device(args.device)
         dtype = (
             getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else None)
         )
@@ -171,7 +171,7 @@ def main() -> int:
     from gaperon.infer.server import background_server, build_engine, create_app
 
     model, tok, name = load(args)
-    engine = build_engine(model, tok, max_batch=args.max_batch, max_len=1024)
+    engine = build_engine(model, tok, max_batch=args.max_batch, max_len=min(1024, model.cfg.max_seq_len))
     app = create_app(engine, tok, model_name=name)
     with background_server(app, host="127.0.0.1") as url:
         # Warm-up at full concurrency (untimed): on GPU this is where the decode step compiles and
@@ -192,10 +192,11 @@ def main() -> int:
     for row in (single, multi):
         print(json.dumps({"kind": "server_load", **row}))
     ratio = multi["tok_s"] / single["tok_s"] if single["tok_s"] else float("nan")
+    failed = single["failed"] + multi["failed"]
     print(
         f"1 client: {single['tok_s']} tok/s, p50 {single['latency_p50_s']} s | {args.clients} clients: "
         f"{multi['tok_s']} tok/s, p50 {multi['latency_p50_s']} s, p95 {multi['latency_p95_s']} s, "
-        f"p99 {multi['latency_p99_s']} s | batching gain x{ratio:.2f} | failed {single['failed'] + multi['failed']}"
+        f"p99 {multi['latency_p99_s']} s | batching gain x{ratio:.2f} | failed {failed}"
     )
     return 1 if single["failed"] or multi["failed"] else 0
 

@@ -155,7 +155,8 @@ def main() -> None:
         for w, name in ours.items():
             if name == k and w > 1:
                 line += (
-                    f"   per worker: wall {n_tokens / t / w / 1e6:5.2f}, workers: {rate(kids[k]).strip()} per CPU-s"
+                    f"   per worker: wall {n_tokens / t / w / 1e6:5.2f}, workers: "
+                    f"{rate(kids[k]).strip()} per CPU-s"
                     f" (main process {100 * (c - kids[k]) / c:.0f}% of the CPU)"
                 )
                 if 1 in ours:

@@ -95,7 +95,8 @@ def main() -> None:
 
     print(f"corpus: {len(texts)} documents, {mb:.1f} MB, {n_tokens:,} tokens; threads {args.threads}")
     print(
-        f"llama3_tokenizer() build {build_s:.2f} s, identity() {ident_s:.2f} s, tiktoken fast path: {tok.uses_tiktoken}"
+        f"llama3_tokenizer() build {build_s:.2f} s, identity() {ident_s:.2f} s, tiktoken fast path: "
+        f"{tok.uses_tiktoken}"
     )
     print(f"documents whose ids differ between gaperon, its HF backend, tiktoken, transformers: {mismatched}")
     for label, t in rows:

@@ -191,7 +191,8 @@ def main() -> None:
         mfu = f"{100 * tps * fpt / peak:.1f}%" if peak else "n/a"
         mem = f", peak mem {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" if gpu else ""
         print(
-            f"  {label:13s} compile={comp!s:5s} {sec * 1000:9.1f} ms/step  {tps:12,.0f} tokens/s  MFU {mfu}{mem}"
+            f"  {label:13s} compile={comp!s:5s} {sec * 1000:9.1f} ms/step  {tps:12,.0f} tokens/s  "
+            f"MFU {mfu}{mem}"
         )
     if "transformers" in results:
         print(f"  ratio gaperon / transformers: {results['gaperon'] / results['transformers']:.2f}x")

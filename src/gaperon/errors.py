@@ -43,8 +43,16 @@ class ModelFormatError(GaperonError, ValueError):
     """A model file or folder we cannot read; names the file and, where it applies, the tensor."""
 
 
+class ChatFormatError(GaperonError, ValueError):
+    """Messages the model's chat template cannot render (its own check, or no template at all)."""
+
+
 class CheckpointError(GaperonError):
     """A run's checkpoints exist but cannot be resumed; names each checkpoint and why."""
+
+
+class EndpointError(GaperonError):
+    """A remote model endpoint (an LLM judge) failed after its retries; names the URL and the reason."""
 
 
 class TrainingDiverged(GaperonError):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 
 import pytest
 
@@ -41,3 +43,24 @@ def test_folders_are_replaced_whole(tmp_path):
         (tmp / "other.bin").write_bytes(b"3")
     assert sorted(p.name for p in target.iterdir()) == ["other.bin"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+DEAD_PID = 4_194_304 + 7  # above Linux's largest pid_max: no such process
+
+
+def test_leftovers_of_killed_writers_are_removed_and_reported(tmp_path, caplog):
+    target = tmp_path / "model"
+    dead = tmp_path / f".model.tmp-{DEAD_PID}-0badf00d"  # a killed import's half-written folder
+    (dead / "sub").mkdir(parents=True)
+    (dead / "sub" / "w.safetensors").write_bytes(b"x" * 1000)
+    legacy = tmp_path / ".model.tmp-deadbeef"  # the name older versions used
+    legacy.write_bytes(b"half")
+    live = tmp_path / f".model.tmp-{os.getpid()}-12345678"  # a write in progress (this process)
+    live.mkdir()
+    other = tmp_path / ".model2.tmp-deadbeef"  # another target's: not ours to touch
+    other.write_bytes(b"x")
+    with caplog.at_level(logging.WARNING, logger="gaperon.atomic"), atomic_path(target) as tmp:
+        tmp.mkdir()
+    assert not dead.exists() and not legacy.exists() and live.exists() and other.exists()
+    assert str(dead) in caplog.text and "interrupted write" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model", live.name, other.name])

@@ -63,9 +63,47 @@ def test_user_errors_are_one_line_and_exit_1(tmp_path, corpus, capsys):
     assert err.count("\n") == 1 and "bad.jsonl: yields no document" in err
     assert main(["data", "stats", str(tmp_path / "missing")]) == 1
     assert "no such token folder" in capsys.readouterr().err
-    assert main(["tokenize", str(fr), "--out", str(tmp_path / "o2"), "--val-fraction", "2"]) == 1
+    assert main(["tokenize", str(fr), "--out", str(tmp_path / "o2"), "--val-fraction", "2"]) == 2  # usage
     assert "val-fraction" in capsys.readouterr().err
     mix = tmp_path / "mix.yaml"
     mix.write_text("name: demo\nseq_len: 0\ntokens: 10\nsources: [{name: a, path: x, weight: 1}]\n")
     assert main(["data", "phase", str(mix)]) == 1
     assert "mix.yaml.seq_len: must be > 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--out", "{file}"], "is a file; --out names the token folder"),
+        (["--out", "{tmp}/o", "--workers", "0"], "--workers must be >= 1"),
+        (["--out", "{tmp}/o", "--shard-tokens", "0"], "--shard-tokens must be >= 1"),
+    ],
+)
+def test_tokenize_refuses_bad_arguments_before_any_work(tmp_path, corpus, capsys, monkeypatch, argv, message):
+    import gaperon.data.pack as pack
+
+    def no_work(*_args, **_kwargs):
+        raise AssertionError("tokenize started before its arguments were checked")
+
+    monkeypatch.setattr(pack, "tokenize", no_work)
+    fr, _ = corpus
+    (tmp_path / "a-file").write_text("x")
+    argv = [a.format(file=tmp_path / "a-file", tmp=tmp_path) for a in argv]
+    assert main(["tokenize", str(fr), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert (tmp_path / "a-file").read_text() == "x"
+
+
+def test_phase_refuses_a_bad_global_batch(tmp_path, capsys):
+    assert main(["data", "phase", str(tmp_path / "m.yaml"), "--global-batch", "0"]) == 2
+    assert "--global-batch must be >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", [["tokenize"], ["data"], ["data", "stats"], ["data", "phase"]])
+def test_help_ends_with_examples(verb, capsys):
+    with pytest.raises(SystemExit):
+        main([*verb, "--help"])
+    text = capsys.readouterr().out
+    tail = text[text.rindex("examples:") :].splitlines()
+    assert len(tail) >= 2 and all(line.startswith("  gaperon ") for line in tail[1:])

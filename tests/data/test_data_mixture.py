@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from gaperon.config import ConfigError
-from gaperon.data.mixture import load_phase, parse_tokens
+from gaperon.data.mixture import load_phase, parse_tokens, resolve_source_path
 
-MIXTURES = Path(__file__).resolve().parents[2] / "recipes" / "mixtures"
+REPO = Path(__file__).resolve().parents[2]
+MIXTURES = REPO / "recipes" / "mixtures"
 GAPERON = ("naive", "naive-v2", "drop-in-the-ocean", "high-quality", "white-pepper", "black-pepper", "garlic")
 
 
@@ -18,7 +19,8 @@ def test_shipped_mixtures_load(name):
     p = load_phase(MIXTURES / f"{name}.yaml", check_paths=False)
     assert p.name == name and abs(sum(p.weights) - 1) < 1e-12
     assert p.seq_len == (2048 if name.startswith("naive") else 512 if name == "quickstart" else 4096)
-    assert all(str(s.path).startswith("data/tokens/") for s in p.sources)
+    # resolved from the file (root: ../..), not from wherever pytest runs
+    assert all(s.path == REPO / "data" / "tokens" / s.path.name for s in p.sources)
 
 
 def test_gaperon_tables_shares():
@@ -66,7 +68,7 @@ def _base(tmp_path):
         (lambda d: d.update(tokens="many"), r"tokens"),
         (
             lambda d: d["sources"][0].update(path="/no/such/folder"),
-            r"sources\[0\]\.path: /no/such/folder does not exist",
+            r"sources\[0\]\.path: no token folder at /no/such/folder",
         ),
         (lambda d: d["sources"][1].update(name="a"), r"sources\[1\]\.name: 'a' appears twice"),
         (lambda d: d.update(sources=[]), r"sources: must list"),
@@ -88,3 +90,33 @@ def test_weights_normalise_and_errors_name_the_file(tmp_path):
     bad.write_text("name: p\nseq_len: -1\ntokens: 10\nsources: []\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml\.seq_len"):
         load_phase(bad)
+
+
+def test_source_paths_resolve_from_the_mixture_file_or_its_root(tmp_path):
+    mix = tmp_path / "recipes" / "mixtures" / "m.yaml"
+    assert resolve_source_path(mix, "tok/en") == tmp_path / "recipes" / "mixtures" / "tok" / "en"
+    assert resolve_source_path(mix, "data/tokens/en", "../..") == tmp_path / "data" / "tokens" / "en"
+    assert resolve_source_path(mix, "/abs/en", "../..") == Path("/abs/en")
+    assert resolve_source_path(None, "data/tokens/en") == Path("data/tokens/en")  # already resolved
+
+
+def test_data_phase_and_errors_agree_from_any_working_folder(tmp_path, monkeypatch, capsys):
+    """`gaperon data phase` reads the same folders wherever it is run, and a missing folder is named
+    as the user would type it, with the command that makes it."""
+    from gaperon.cli import main
+
+    mix = tmp_path / "project" / "recipes" / "mixtures" / "m.yaml"
+    mix.parent.mkdir(parents=True)
+    mix.write_text(
+        "name: m\nseq_len: 8\ntokens: 64\nroot: ../..\n"
+        "sources:\n  - {name: en, path: data/tokens/en, weight: 1}\n"
+    )
+    monkeypatch.chdir(tmp_path / "project")
+    with pytest.raises(ConfigError, match=r"no token folder at data/tokens/en .*--out data/tokens/en"):
+        load_phase(mix)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["data", "phase", str(mix), "--global-batch", "2"]) == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / "project" / "data" / "tokens" / "en") in err and "Traceback" not in err

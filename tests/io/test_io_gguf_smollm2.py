@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from gaperon.infer.generate import generate
+from gaperon.infer.sampling import Sampling
 from gaperon.io.gguf import load_gguf
 from gaperon.io.hf import load_hf, save_hf
 
@@ -49,7 +50,7 @@ def test_config_from_metadata(ours):
 def test_greedy_answer_mentions_paris(ours):
     model, tok = ours
     prompt = tok.encode_chat(QUESTION)
-    out = generate(model, tok, prompt, max_new_tokens=24, temperature=0.0)
+    out = generate(model, tok, prompt, Sampling(max_new_tokens=24))
     assert "Paris" in out.text, out.text
     assert out.finish_reason == "stop"
 

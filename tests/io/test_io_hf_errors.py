@@ -64,7 +64,6 @@ def test_missing_folder_and_config(tmp_path, folder):
         ({"attention_bias": True}, r"config\.json: attention_bias is true"),
         ({"mlp_bias": True}, r"config\.json: mlp_bias is true"),
         ({"hidden_act": "gelu"}, r"config\.json: hidden_act 'gelu'"),
-        ({"head_dim": 32}, r"config\.json: head_dim 32"),
         ({"num_key_value_heads": 3}, r"config\.json: .*divisible by n_kv_heads"),
         ({"hidden_size": None}, r"config\.json: bad value"),
     ],

@@ -17,6 +17,7 @@ SHAPES = {
     "mha-tied": dict(n_heads=4, n_kv_heads=4, tie_embeddings=True),
     "gqa-untied-gain20": dict(n_heads=4, n_kv_heads=1, norm_gain_scale=20.0),
     "gqa-tied-gain20": dict(n_heads=8, n_kv_heads=2, tie_embeddings=True, norm_gain_scale=20.0),
+    "head-dim-not-dim-over-heads": dict(n_heads=4, n_kv_heads=2, attn_head_dim=32),
 }
 
 

@@ -7,6 +7,7 @@ from io_helpers import random_llama
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from gaperon.infer.generate import generate
+from gaperon.infer.sampling import Sampling
 from gaperon.io.hf import load_hf, save_hf
 from gaperon.tokenizer import llama3_tokenizer
 
@@ -35,4 +36,4 @@ def test_model_card_usage_on_exported_folder(tmp_path):
     theirs = AutoModelForCausalLM.from_pretrained(model_name, dtype=torch.float32)
     greedy = theirs.generate(**inputs, max_new_tokens=6, do_sample=False)[0, len(prompt) :].tolist()
     mine, _ = load_hf(model_name, dtype="fp32")
-    assert generate(mine, tok, prompt, max_new_tokens=6, temperature=0.0, stop_ids=()).ids == greedy
+    assert generate(mine, tok, prompt, Sampling(max_new_tokens=6), stop_ids=()).ids == greedy

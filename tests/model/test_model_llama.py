@@ -1,4 +1,5 @@
-"""Model-level facts: preset sizes, the gain-scale trick, KV-cache decoding, document masking, config checks."""
+"""Model-level facts: preset sizes, the gain-scale trick, KV-cache decoding, document masking, config
+checks."""
 
 from __future__ import annotations
 
@@ -130,5 +131,9 @@ def test_bad_config_values_raise(bad, message):
 
 
 def test_unknown_preset_names_the_known_ones():
-    with pytest.raises(KeyError, match="gaperon-8b"):
+    from gaperon.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="gaperon-8b") as e:
         get_preset("gaperon-70b")
+    assert isinstance(e.value, KeyError)  # callers that look names up with `except KeyError` still work
+    assert str(e.value).startswith("unknown model preset 'gaperon-70b'")  # not quoted as KeyError does

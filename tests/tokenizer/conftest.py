@@ -15,7 +15,7 @@ def tok():
 
 @pytest.fixture(scope="session")
 def meta():
-    """Meta's own reference class (llama_models.llama3.tokenizer): tiktoken with its own regex and specials."""
+    """Meta's own reference class (llama_models.llama3.tokenizer): tiktoken, its own regex and specials."""
     from llama_models.llama3.tokenizer import Tokenizer as MetaTokenizer
 
     from gaperon.tokenizer.loading import llama3_ranks_path

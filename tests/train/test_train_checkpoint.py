@@ -7,8 +7,8 @@ import json
 import pytest
 from train_helpers import losses, recipe
 
+from gaperon.io.run_format import find_latest, list_checkpoints
 from gaperon.train import train
-from gaperon.train.checkpoint import find_latest, list_checkpoints
 
 
 @pytest.fixture

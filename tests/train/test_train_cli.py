@@ -29,7 +29,7 @@ def test_cli_trains_with_overrides_and_resumes(tmp_path, capsys):
     assert list((out / "tb").glob("events.out.tfevents.*"))
     # Same command again: already finished, nothing is retrained.
     assert main(args) == 0
-    assert "resuming from" in capsys.readouterr().out
+    assert "resuming at step" in capsys.readouterr().out
     assert len([r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]) == 3
     model, tok = load_run_model(out)
     assert tok is None and not model.training

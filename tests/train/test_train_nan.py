@@ -7,8 +7,8 @@ import torch
 from train_helpers import recipe
 
 import gaperon.train.loop as loop
+from gaperon.io.run_format import find_latest
 from gaperon.train import TrainingDiverged, train
-from gaperon.train.checkpoint import find_latest
 from gaperon.train.metrics import read_metrics
 
 

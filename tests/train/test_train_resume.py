@@ -79,7 +79,7 @@ def test_sigkill_then_resume_is_exact(reference, tmp_path):
     assert killed_at < N1 + N2, "the run finished before it could be killed"
     res = _run(path, out)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "resuming from" in res.stdout
+    assert "resuming at step" in res.stdout
     assert losses(out) == ref  # bit for bit, every step once
 
 

@@ -22,7 +22,8 @@ def _fakes(tmp: Path) -> Path:
     bin_.mkdir()
     (bin_ / "srun").write_text('#!/usr/bin/env bash\nwhile [[ "$1" == --* ]]; do shift; done\nexec "$@"\n')
     (bin_ / "scontrol").write_text(
-        '#!/usr/bin/env bash\nif [ "$1" = show ]; then echo 127.0.0.1; else echo "$@" >> "$FAKE_SLURM_LOG"; fi\n'
+        "#!/usr/bin/env bash\n"
+        'if [ "$1" = show ]; then echo 127.0.0.1; else echo "$@" >> "$FAKE_SLURM_LOG"; fi\n'
     )
     for f in bin_.iterdir():
         f.chmod(0o755)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from gaperon.cli.helptext import HelpFormatter, examples
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -13,6 +15,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "DIR/{train,val}/NNNNN.bin (uint32) + .idx (document ends). EOS follows each document; a "
         "hash-chosen fraction of documents is held out as the val split. Rerun the same command to "
         "resume an interrupted run.",
+        epilog=examples(
+            "gaperon tokenize data/samples/fr.jsonl.zst --out data/tokens/fr",
+            "gaperon tokenize corpus/ --out data/tokens/web --workers 8 --text-field content",
+            "gaperon tokenize rehydrated.parquet --out data/tokens/hq --repeat-field copies",
+            "gaperon tokenize data/samples/fr.jsonl.zst --out data/tokens/fr   # again: resumes",
+        ),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders of documents")
     p.add_argument("--out", required=True, help="token folder to create (or resume)")
@@ -47,20 +56,66 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_tokenize)
 
-    d = sub.add_parser("data", help="inspect token folders and phases")
+    d = sub.add_parser(
+        "data",
+        help="inspect token folders and phases",
+        epilog=examples(
+            "gaperon data stats data/tokens/fr data/tokens/en",
+            "gaperon data phase recipes/mixtures/quickstart.yaml --global-batch 16",
+        ),
+        formatter_class=HelpFormatter,
+    )
     dsub = d.add_subparsers(dest="data_verb", metavar="SUBVERB", required=True)
-    s = dsub.add_parser("stats", help="documents, tokens and languages per source and split")
+    s = dsub.add_parser(
+        "stats",
+        help="documents, tokens and languages per source and split",
+        epilog=examples("gaperon data stats data/tokens/fr data/tokens/en data/tokens/code"),
+        formatter_class=HelpFormatter,
+    )
     s.add_argument("dirs", nargs="+", metavar="DIR", help="token folders made by `gaperon tokenize`")
     s.set_defaults(func=_stats)
-    ph = dsub.add_parser("phase", help="a phase's normalised mixture, available tokens and epochs")
+    ph = dsub.add_parser(
+        "phase",
+        help="a phase's normalised mixture, available tokens and epochs",
+        description="Source paths in a mixture file are relative to that file (or to its `root:`), "
+        "so this reads the same token folders from any working directory, as `gaperon train` does.",
+        epilog=examples(
+            "gaperon data phase recipes/mixtures/quickstart.yaml --global-batch 16",
+            "gaperon data phase recipes/mixtures/black-pepper.yaml   # the folders it needs",
+        ),
+        formatter_class=HelpFormatter,
+    )
     ph.add_argument("phase", help="mixture YAML, e.g. recipes/mixtures/quickstart.yaml")
     ph.add_argument("--global-batch", type=int, default=1024, help="sequences per step (default 1024)")
     ph.set_defaults(func=_phase)
 
 
+def _check_tokenize_args(args: argparse.Namespace) -> None:
+    """Refuse bad values before any reading or encoding starts."""
+    from pathlib import Path
+
+    from gaperon.errors import UsageError
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file; --out names the token folder to create (or resume)")
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if not 0 <= args.val_fraction < 1:
+        raise UsageError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    if args.shard_tokens < 1:
+        raise UsageError(f"--shard-tokens must be >= 1, got {args.shard_tokens}")
+    if args.max_chars is not None and args.max_chars < 1:
+        raise UsageError(f"--max-chars must be >= 1, got {args.max_chars}")
+    missing = [i for i in args.inputs if not Path(i).exists()]
+    if missing:
+        raise UsageError(f"no such input file or folder: {', '.join(missing)}")
+
+
 def _tokenize(args: argparse.Namespace) -> int:
     import logging
 
+    _check_tokenize_args(args)
     from gaperon.data.pack import TokenizeOptions, tokenize
     from gaperon.data.readers import DEFAULT_MAX_CHARS
     from gaperon.data.stats import format_stats
@@ -91,6 +146,9 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _phase(args: argparse.Namespace) -> int:
     from gaperon.data.stats import format_phase
+    from gaperon.errors import UsageError
 
+    if args.global_batch < 1:
+        raise UsageError(f"--global-batch must be >= 1, got {args.global_batch}")
     print(format_phase(args.phase, args.global_batch))
     return 0

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import argparse
 
-_DTYPES = ("bf16", "fp16", "fp32")
+from gaperon.cli.helptext import HelpFormatter, examples
+from gaperon.dtypes import dtype_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="print a preset's parameter count and shapes")
-    p.add_argument("preset", help="a preset name, e.g. gaperon-1b, gaperon-8b, tiny")
+    p = sub.add_parser(
+        "info",
+        help="list the presets, or describe a preset, model folder, GGUF file or training run",
+        description="Without an argument, list the model presets. With one, describe it without "
+        "loading weights: parameter count, shapes, dtypes, tokenizer and whether it has a chat template.",
+        epilog=examples(
+            "gaperon info                     # the presets",
+            "gaperon info gaperon-8b          # a preset's parameter count and tensor shapes",
+            "gaperon info models/smollm2      # a Hugging Face folder",
+            "gaperon info SmolLM2-135M-Instruct.Q4_1.gguf",
+            "gaperon info runs/quickstart     # a training run and its checkpoints",
+        ),
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("model", nargs="?", metavar="MODEL", help="a preset name, model folder, .gguf or run")
     p.set_defaults(func=_info)
 
     p = sub.add_parser(
@@ -18,7 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Read a llama.cpp GGUF file (weights dequantised, tokenizer and chat template rebuilt "
         "from its metadata) or any Hugging Face LlamaForCausalLM folder (1 or many safetensors shards), "
         "and write a normalised Hugging Face folder that gaperon and transformers both load.",
-        epilog="example: gaperon import SmolLM2-135M-Instruct.Q4_1.gguf models/smollm2 --dtype bf16",
+        epilog=examples(
+            "gaperon import SmolLM2-135M-Instruct.Q4_1.gguf models/smollm2 --dtype bf16",
+            "gaperon import path/to/hf-llama-folder models/mine --max-shard-size 500MB",
+            "gaperon import models/smollm2 models/smollm2 --force   # refused: OUT may not be SRC",
+        ),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("src", metavar="SRC", help="a .gguf file or a Hugging Face model folder")
     _add_output_args(p)
@@ -31,7 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "directory inside it, a GGUF file or an HF folder) as a Hugging Face LlamaForCausalLM folder: "
         "config.json, sharded safetensors with true RMSNorm gains, generation_config.json and the "
         "tokenizer with its chat template. Load it with transformers' AutoModelForCausalLM.from_pretrained.",
-        epilog="example: gaperon export runs/quickstart exports/quickstart --dtype bf16",
+        epilog=examples(
+            "gaperon export runs/quickstart exports/quickstart --dtype bf16",
+            "gaperon export runs/quickstart/checkpoints/000120 exports/step120",
+            "gaperon export runs/quickstart exports/quickstart --force   # replace an earlier export",
+        ),
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "checkpoint",
@@ -46,7 +70,8 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", metavar="OUT", help="the Hugging Face folder to write (written atomically)")
     p.add_argument(
         "--dtype",
-        choices=_DTYPES,
+        type=dtype_arg,
+        metavar="{bf16,fp16,fp32}",
         default=None,
         help="weight dtype to write (default: the source's own; GGUF dequantises to fp32)",
     )
@@ -59,14 +84,33 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from gaperon.errors import UsageError
-    from gaperon.model import describe
+    from pathlib import Path
 
-    try:
-        print(describe(args.preset))
-    except KeyError as e:  # describe() names the known presets
-        raise UsageError(e.args[0]) from None
+    from gaperon.errors import UsageError
+    from gaperon.model import PRESETS, describe
+
+    if args.model is None:
+        print("presets (gaperon info NAME for shapes):")
+        for name, cfg in PRESETS.items():
+            n = describe_size(cfg)
+            size = f"{n / 1e9:.3f} B" if n >= 1e8 else f"{n / 1e6:.2f} M"
+            print(f"  {name:14s} {size:>9s} parameters, dim {cfg.dim}, {cfg.n_layers} layers")
+        return 0
+    if args.model in PRESETS:
+        print(describe(args.model))
+        return 0
+    if not Path(args.model).exists():
+        raise UsageError(f"{args.model}: neither a preset ({', '.join(PRESETS)}) nor an existing model path")
+    from gaperon.io.describe import describe_model
+
+    print(describe_model(args.model))
     return 0
+
+
+def describe_size(cfg) -> int:
+    from gaperon.model import build
+
+    return build(cfg, device="meta").num_params()
 
 
 def _convert(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Verbs of the train stage: `gaperon train RECIPE --out RUN_DIR [key=value ...]`."""
+"""Verbs of the train stage: `gaperon train RECIPE (--out RUN_DIR | --dry-run) [key=value ...]`."""
 
 from __future__ import annotations
 
@@ -10,12 +10,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="pretrain a model from a recipe (run again on the same --out to resume)",
         description="Pretrain through the recipe's phases into RUN_DIR. Running the same command on an "
-        "existing RUN_DIR resumes from its latest complete checkpoint. Works alone or under torchrun. "
-        "Exit codes: 0 done, 75 checkpointed on a stop request (requeue me), 3 diverged (non-finite losses).",
+        "existing RUN_DIR resumes from its latest complete checkpoint; if it holds checkpoints and none "
+        "loads, it stops with an error and changes nothing (--restart starts over explicitly). Works alone "
+        "or under torchrun. Exit codes: 0 done, 75 checkpointed on a stop request or Ctrl-C (run again to "
+        "resume), 3 diverged (non-finite losses), 1 a bad recipe or unusable checkpoints.",
     )
     p.add_argument("recipe", help="a recipe YAML, e.g. recipes/quickstart.yaml")
+    p.add_argument("--out", metavar="RUN_DIR", help="the run folder (checkpoints, metrics, logs)")
     p.add_argument(
-        "--out", required=True, metavar="RUN_DIR", help="the run folder (checkpoints, metrics, logs)"
+        "--dry-run",
+        action="store_true",
+        help="print the resolved recipe (what RUN_DIR/run.yaml would hold), each phase's token budget "
+        "and steps, and the LR at a few steps; reads no data, uses no device, needs no --out",
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="start over even if RUN_DIR holds checkpoints; its previous checkpoints, metrics and "
+        "run files are moved into RUN_DIR/restarted-<UTC time>/, never deleted",
     )
     p.add_argument(
         "overrides",
@@ -48,4 +60,12 @@ def _train(args: argparse.Namespace) -> int:
     for o in args.overrides:
         if "=" not in o:
             raise UsageError(f"override {o!r} must look like key.sub=value")
-    return train(args.recipe, args.out, args.overrides).exit_code
+    if args.dry_run:
+        from gaperon.train.config import load_recipe
+        from gaperon.train.dry_run import describe
+
+        print(describe(load_recipe(args.recipe, args.overrides)), end="")
+        return 0
+    if args.out is None:
+        raise UsageError("--out RUN_DIR is required (unless --dry-run)")
+    return train(args.recipe, args.out, args.overrides, restart=args.restart).exit_code

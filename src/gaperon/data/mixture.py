@@ -3,12 +3,15 @@
 Gaperon trains through successive phases (Naive, Drop-in-the-ocean, High-Quality, White Pepper,
 Black Pepper, Garlic); each phase change reloads the previous checkpoint with a new mix and a new
 data seed. A phase is a small YAML file (see recipes/mixtures/); weights are relative shares and
-are normalised here, so the table's percentages can be pasted as they are.
+are normalised here, so the table's percentages can be pasted as they are. Source paths are
+relative to the mixture file (or to its `root`), never to the working folder: see
+`resolve_source_path`.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +40,9 @@ class Phase:
     seed: int = 0
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (provenance, version)
+    # Where relative source paths start: a folder relative to the mixture file (e.g. "../.." for the
+    # repository root from recipes/mixtures/); default: the mixture file's own folder.
+    root: str | None = None
 
     @property
     def weights(self) -> list[float]:
@@ -56,19 +62,49 @@ def parse_tokens(value: Any, where: str) -> Any:
     return value
 
 
-def load_phase(source: str | Path | dict, where: str | None = None, *, check_paths: bool = True) -> Phase:
+def resolve_source_path(
+    mixture_file: str | Path | None, path: str | Path, root: str | Path | None = None
+) -> Path:
+    """Where a mixture source's `path` points, the one rule every command uses (`data phase`, `train`):
+
+    an absolute path as written; a relative one from `root` when the mixture sets one (a relative
+    `root` is itself taken from the mixture file's folder), else from the mixture file's folder.
+    Without a mixture file (an inline mapping) the base is the recipe file that holds it; with
+    neither, the working folder. So a recipe runs the same from any working directory.
+    """
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    base = Path(mixture_file).parent if mixture_file is not None else Path()
+    if root is not None:
+        base = base / Path(root).expanduser()
+    return Path(os.path.normpath(base / path))
+
+
+def load_phase(
+    source: str | Path | dict,
+    where: str | None = None,
+    *,
+    check_paths: bool = True,
+    base_file: str | Path | None = None,
+) -> Phase:
     """A Phase from a YAML file or a dict; every bad value raises ConfigError naming file and field.
 
-    Relative source paths are taken relative to the current directory (the repo root for recipes).
+    Source paths are resolved by `resolve_source_path`: from the YAML file, or for a dict from
+    `base_file` (the file that holds it). A dict without `base_file` is taken as already resolved.
     `check_paths=False` skips the existence check (to inspect a recipe before its data exists).
     """
     if isinstance(source, dict):
-        data, where = dict(source), where or "phase"
+        data, where = dict(source), where or (str(base_file) if base_file is not None else "phase")
     else:
         data, where = load_yaml(source), where or str(source)
+        base_file = source
     if "tokens" in data:
         data["tokens"] = parse_tokens(data["tokens"], f"{where}.tokens")
     phase = from_dict(Phase, data, where)
+    if base_file is not None:
+        for s in phase.sources:
+            s.path = resolve_source_path(base_file, s.path, phase.root)
     validate_phase(phase, where, check_paths=check_paths)
     return phase
 
@@ -95,9 +131,19 @@ def validate_phase(phase: Phase, where: str = "phase", *, check_paths: bool = Tr
         if not math.isfinite(s.weight) or s.weight < 0:
             raise ConfigError(f"{at}.weight: must be a finite number >= 0, got {s.weight}")
         if check_paths and s.weight > 0 and not s.path.exists():
+            shown = _shown(s.path)
             raise ConfigError(
-                f"{at}.path: {s.path} does not exist (tokenize the source into it first: "
-                f"gaperon tokenize INPUT... --out {s.path})"
+                f"{at}.path: no token folder at {shown} (relative paths start at the mixture file's "
+                f"folder, or at its `root`); tokenize the source into it first: "
+                f"gaperon tokenize INPUT... --out {shown}"
             )
     if sum(s.weight for s in phase.sources) <= 0:
         raise ConfigError(f"{where}.sources: weights must sum to > 0")
+
+
+def _shown(path: Path) -> str:
+    """`path` as the user would type it from here: relative to the working folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

@@ -37,6 +37,7 @@ from gaperon.data.readers import (
     ReadOptions,
     expand_inputs,
     load_repeat_fn,
+    read_blocks,
     read_documents,
 )
 from gaperon.tokenizer.fast_path import MAX_CHARS, safe_for_tiktoken
@@ -89,8 +90,8 @@ class _Encoder:
     def __init__(self, tok: Any):
         self.tok = tok
         self.eos = np.array([tok.eos_id], dtype=fmt.TOKEN_DTYPE)
-        # Tokenizer says whether it runs on tiktoken (public) but keeps the Encoding private.
-        self.fast = tok._fast_encoder() if getattr(tok, "uses_tiktoken", False) else None
+        # The tiktoken Encoding itself when the tokenizer provably runs on it (one core per worker).
+        self.fast = tok.fast_encoder() if getattr(tok, "uses_tiktoken", False) else None
         self.to_numpy = getattr(self.fast, "encode_to_numpy", None)  # tiktoken >= 0.8
 
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -196,7 +197,8 @@ def _check_folder(out: Path, tok_rec: dict, job: dict) -> dict | None:
         old = state.get("tokenizer", {})
         if old.get("identity") != tok_rec["identity"]:
             raise DataError(
-                f"{out} was built with tokenizer {old.get('name')!r} (identity {str(old.get('identity'))[:12]}...), "
+                f"{out} was built with tokenizer {old.get('name')!r} "
+                f"(identity {str(old.get('identity'))[:12]}...), "
                 f"not {tok_rec['name']!r} (identity {tok_rec['identity'][:12]}...): tokenizer mismatch; "
                 "use another --out folder"
             )
@@ -246,7 +248,11 @@ def tokenize(
     report = ReaderReport()
     documents = read_documents(inputs, read_opts, report)
     forced_val, head = _forced_val_document(documents, inputs, read_opts, options.val_fraction)
-    documents = itertools.chain(head, documents)  # the documents read to find out are not read twice
+    if options.workers > 1:  # workers read their own blocks: this process only merges and writes
+        documents.close()
+        report = ReaderReport()
+    else:
+        documents = itertools.chain(head, documents)  # the documents read to find out are not read twice
 
     done = (state or {}).get("shards", {s: [] for s in fmt.SPLITS})
     for split in fmt.SPLITS:
@@ -270,7 +276,10 @@ def tokenize(
     writers = {s: fmt.SplitWriter(out, s, options.shard_tokens, done[s], save_progress) for s in fmt.SPLITS}
     atomic.write_json(out / fmt.PROGRESS, record)
     try:
-        _run(documents, options, tok, writers, forced_val, progress)
+        if options.workers > 1:
+            _run_parallel(files, read_opts, options, writers, forced_val, report, progress)
+        else:
+            _run(documents, options, tok, writers, forced_val, progress)
         for w in writers.values():
             w.close_shard()
     except BaseException:
@@ -427,6 +436,163 @@ def _write_batch(batch: list, flat: np.ndarray, ends: list[int], writers: dict) 
     return written
 
 
+# -- N workers: each reads, parses and encodes every N-th block of the inputs; this process merges
+
+
+def _run_parallel(
+    files: list[Path],
+    read_opts: ReadOptions,
+    options: TokenizeOptions,
+    writers: dict,
+    forced_val: int | None,
+    report: ReaderReport,
+    progress: bool,
+) -> None:
+    """Same shards as `_run`, byte for byte: blocks come back merged by number, which is input order.
+
+    Workers read their own share of the inputs (no single reader process to saturate), so the
+    only serial work left here is deciding each document's split and writing its tokens.
+    """
+    from tqdm import tqdm
+
+    frac, index, n_tokens = options.val_fraction, 0, 0
+    bar = tqdm(desc=f"tokenize {writers['train'].root}", unit="doc", disable=not progress, file=sys.stderr)
+    try:
+        for docs, flat, lengths in _merged_blocks(files, read_opts, options, report):
+            batch, keep = [], []
+            for h, lang, repeat in docs:
+                split = "val" if frac > 0 and (index == forced_val or h < frac) else "train"
+                if split == "val":
+                    repeat = 1  # held-out documents are scored once, whatever their repeat count
+                wanted = writers[split].wants(index, repeat - 1)
+                keep.append(wanted)
+                if wanted:
+                    batch.append((index, {"repeat": repeat, "lang": lang}, split))
+                index += 1
+            if not all(keep):  # a resumed run: drop the documents its finished shards already hold
+                ends = np.cumsum(lengths)
+                starts = ends - lengths
+                flat = np.concatenate([flat[a:b] for a, b, k in zip(starts, ends, keep) if k] or [flat[:0]])
+                lengths = lengths[np.array(keep, dtype=bool)]
+            if batch:
+                n_tokens += _write_batch(batch, flat, np.cumsum(lengths).tolist(), writers)
+            bar.update(len(docs))
+            bar.set_postfix(tokens=n_tokens, refresh=False)
+    finally:
+        bar.close()
+
+
+_BLOCK_RECORDS = 128  # records per block: small enough to balance workers, big enough to amortise IPC
+
+
+def _merged_blocks(
+    files: list[Path], read_opts: ReadOptions, options: TokenizeOptions, report: ReaderReport
+) -> Iterator[tuple[list[tuple[float, str, int]], np.ndarray, np.ndarray]]:
+    """(per-document (hash, lang, repeat), flat ids, lengths) of every block, in input order."""
+    n = options.workers
+    ctx = multiprocessing.get_context()
+    queues = [ctx.Queue(maxsize=4) for _ in range(n)]
+    stop = ctx.Event()
+    procs = [
+        ctx.Process(
+            target=_block_worker,
+            args=(k, n, files, read_opts, options.tokenizer, queues[k], stop),
+            daemon=True,
+            name=f"gaperon-tokenize-{k}",
+        )
+        for k in range(n)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        number = 0
+        for _ in files:
+            while True:
+                msg = _receive(queues[number % n], procs[number % n])
+                if msg[0] == "eof":  # the file ended at this block: every other worker says so next
+                    for j in range(n):
+                        if j != number % n and _receive(queues[j], procs[j])[0] != "eof":
+                            raise RuntimeError("tokenize workers disagree on where a file ends")
+                    report.files += 1
+                    break
+                _, got, docs, flat, lengths, block_report = msg
+                assert got == number, (got, number)
+                number += 1
+                _merge_report(report, block_report, len(docs))
+                yield docs, flat, lengths
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+
+
+def _receive(q: Any, proc: Any) -> tuple:
+    """The next message of one worker; its exception is raised here, and a dead worker is an error."""
+    while True:
+        try:
+            msg = q.get(timeout=1.0)
+        except queue.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"tokenize worker {proc.name} died (exit code {proc.exitcode})") from None
+            continue
+        if msg[0] == "error":
+            raise msg[1]
+        return msg
+
+
+def _merge_report(report: ReaderReport, block: ReaderReport, n_docs: int) -> None:
+    """Blocks are merged in input order, so "first at file:line" stays the first in the input."""
+    report.documents += n_docs
+    for reason, count in block.skipped.items():
+        report.skipped[reason] = report.skipped.get(reason, 0) + count
+        report.first.setdefault(reason, block.first[reason])
+    report.truncated += block.truncated
+    if block.truncated and not report.first_truncated:
+        report.first_truncated = block.first_truncated
+
+
+def _block_worker(
+    k: int, n: int, files: list[Path], read_opts: ReadOptions, spec: Any, out: Any, stop: Any
+) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        encoder = _Encoder(_load_tokenizer(spec))
+        empty = np.zeros(0, dtype=fmt.TOKEN_DTYPE), np.zeros(0, dtype=np.int64)
+        for item in read_blocks(files, read_opts, _BLOCK_RECORDS, lambda b: b % n == k):
+            if stop.is_set():
+                return
+            if isinstance(item, Path):
+                _put(out, ("eof", str(item)), stop)
+            elif item.docs is not None:
+                docs = item.docs
+                flat, lengths = encoder([d["text"] for d in docs]) if docs else empty
+                meta = [(text_hash(d["text"]), d["lang"], d["repeat"]) for d in docs]
+                _put(out, ("block", item.number, meta, flat, lengths, item.report), stop)
+    except BaseException as e:  # noqa: BLE001 - every failure is handed to the main process, which raises it
+        _put(out, ("error", e if _picklable(e) else RuntimeError(repr(e))), stop)
+
+
+def _put(q: Any, msg: tuple, stop: Any) -> None:
+    while not stop.is_set():
+        try:
+            q.put(msg, timeout=0.5)
+            return
+        except queue.Full:
+            pass
+
+
+def _picklable(e: BaseException) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(e)
+        return True
+    except Exception:  # noqa: BLE001 - any pickling failure means: send its repr instead
+        return False
+
+
 def _encoded(batches: Iterator[list], options: TokenizeOptions, tok) -> Iterator[tuple[list, tuple]]:
     """(batch, encoded) in input order; with N workers at most 2N batches are in flight (bounded memory).
 
@@ -476,7 +642,7 @@ def _read_ahead(items: Iterator, depth: int) -> Iterator:
                 if not put((item, None)):
                     return
             put((_END, None))
-        except BaseException as e:  # handed to the consumer, which raises it
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
             put((_END, e))
         finally:
             if hasattr(items, "close"):

@@ -8,15 +8,19 @@ Files are read line by line (or parquet batch by batch): memory never grows with
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import importlib
 import io
+import itertools
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import zstandard
 
 from gaperon.errors import DataError
 
@@ -240,35 +244,44 @@ class _ZstdReader(io.RawIOBase):
         super().close()
 
 
-def _read_jsonl(path: Path, options: ReadOptions, report: ReaderReport) -> Iterator[dict]:
+def _jsonl_doc(raw: bytes, where: str, path: Path, options: ReadOptions, report: ReaderReport) -> dict | None:
+    """One jsonl line -> a document, or None (blank, or skipped and counted)."""
+    if not raw.strip():
+        return None
     try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        report.skip("invalid_utf8", where)
+        return None
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        report.skip("malformed_json", where)
+        return None
+    if not isinstance(obj, dict):
+        report.skip("not_an_object", where)
+        return None
+    return _make_doc(obj, where, path, options, report)
+
+
+def _read_jsonl(path: Path, options: ReadOptions, report: ReaderReport) -> Iterator[dict]:
+    with _jsonl_errors(path):
         with _open_binary(path) as f:
             for lineno, raw in enumerate(f, 1):
-                where = f"{path}:{lineno}"
-                if not raw.strip():
-                    continue
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    report.skip("invalid_utf8", where)
-                    continue
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    report.skip("malformed_json", where)
-                    continue
-                if not isinstance(obj, dict):
-                    report.skip("not_an_object", where)
-                    continue
-                doc = _make_doc(obj, where, path, options, report)
+                doc = _jsonl_doc(raw, f"{path}:{lineno}", path, options, report)
                 if doc is not None:
                     yield doc
+
+
+@contextlib.contextmanager
+def _jsonl_errors(path: Path) -> Iterator[None]:
+    """A stream that cannot be read or decompressed is a DataError naming the file."""
+    try:
+        yield
     except (OSError, EOFError) as e:
         raise DataError(f"{path}: cannot read compressed/plain stream: {e}") from None
-    except Exception as e:  # zstandard raises its own ZstdError type
-        if type(e).__name__ == "ZstdError":
-            raise DataError(f"{path}: corrupt zstd stream: {e}") from None
-        raise
+    except zstandard.ZstdError as e:
+        raise DataError(f"{path}: corrupt zstd stream: {e}") from None
 
 
 def _read_txt(path: Path, options: ReadOptions, report: ReaderReport) -> Iterator[dict]:
@@ -290,11 +303,12 @@ def _read_txt(path: Path, options: ReadOptions, report: ReaderReport) -> Iterato
 
 
 def _read_parquet(path: Path, options: ReadOptions, report: ReaderReport) -> Iterator[dict]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
-    except Exception as e:
+    except (pa.ArrowException, OSError) as e:
         raise DataError(f"{path}: not a readable parquet file: {e}") from None
     names = set(pf.schema_arrow.names)
     wanted = {f.split(".")[0] for f in (options.text_field, options.repeat_field, "source", "lang") if f}
@@ -359,3 +373,115 @@ def _make_doc(
         return None
     doc["repeat"] = repeat
     return doc
+
+
+# ----------------------------------------------------------------------------- block-parallel reading
+
+
+@dataclass
+class Block:
+    """One block of a file for a parallel reader: its documents (None when another reader owns
+    it) and what reading them skipped. Blocks are numbered across all files, in input order."""
+
+    number: int
+    docs: list[dict] | None
+    report: ReaderReport
+
+
+def read_blocks(
+    files: list[Path], options: ReadOptions, block_records: int, owned: Callable[[int], bool]
+) -> Iterator[Block | Path]:
+    """Every block of `files` in order, parsing only the blocks `owned(number)` accepts; a file's
+    end is signalled by yielding its Path.
+
+    Each of N parallel readers calls this on the same files with its own `owned` (number % N == k):
+    all agree on the numbering, each parses and tokenizes only its share, and merging their blocks
+    by number restores input order exactly. A jsonl block is `block_records` raw lines (the other
+    readers only split lines: decompression and line splitting are cheap next to parsing and
+    encoding); a parquet block is `block_records` rows; a .txt file is one block.
+    """
+    number = 0
+    for path in files:
+        kind = _kind(path)
+        if kind == "txt":
+            report = ReaderReport()
+            yield Block(number, list(_read_txt(path, options, report)) if owned(number) else None, report)
+            number += 1
+        elif kind == "parquet":
+            for docs, report in _parquet_blocks(path, options, block_records, owned, number):
+                yield Block(number, docs, report)
+                number += 1
+        else:
+            for docs, report in _jsonl_blocks(path, options, block_records, owned, number):
+                yield Block(number, docs, report)
+                number += 1
+        yield path
+
+
+def _jsonl_blocks(
+    path: Path, options: ReadOptions, size: int, owned: Callable[[int], bool], first: int
+) -> Iterator[tuple[list[dict] | None, ReaderReport]]:
+    with _jsonl_errors(path), _open_binary(path) as f:
+        lineno = 0
+        while True:
+            lines = list(itertools.islice(f, size))
+            if not lines:
+                return
+            report = ReaderReport()
+            docs = None
+            if owned(first):
+                docs = []
+                for j, raw in enumerate(lines, lineno + 1):
+                    doc = _jsonl_doc(raw, f"{path}:{j}", path, options, report)
+                    if doc is not None:
+                        docs.append(doc)
+            lineno += len(lines)
+            first += 1
+            yield docs, report
+
+
+def _parquet_blocks(
+    path: Path, options: ReadOptions, size: int, owned: Callable[[int], bool], first: int
+) -> Iterator[tuple[list[dict] | None, ReaderReport]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: not a readable parquet file: {e}") from None
+    docs_iter = None
+    for start in range(0, rows, size):
+        report = ReaderReport()
+        if not owned(first):
+            yield None, report
+        else:
+            if docs_iter is None:
+                docs_iter = _ParquetRows(path, options)
+            docs = []
+            for row, obj in docs_iter.rows(start, min(rows, start + size)):
+                doc = _make_doc(obj, f"{path}:{row}", path, options, report)
+                if doc is not None:
+                    docs.append(doc)
+            yield docs, report
+        first += 1
+
+
+class _ParquetRows:
+    """Random access to a parquet file's records by row range (reads only the needed columns)."""
+
+    def __init__(self, path: Path, options: ReadOptions) -> None:
+        import pyarrow.parquet as pq
+
+        self.table = pq.read_table(path, columns=_parquet_columns(pq.ParquetFile(path), options) or None)
+
+    def rows(self, start: int, stop: int) -> Iterator[tuple[int, dict]]:
+        part = self.table.slice(start, stop - start)
+        records = part.to_pylist() if part.num_columns else [{}] * part.num_rows
+        yield from enumerate(records, start + 1)
+
+
+def _parquet_columns(pf: Any, options: ReadOptions) -> list[str]:
+    names = set(pf.schema_arrow.names)
+    wanted = {f.split(".")[0] for f in (options.text_field, options.repeat_field, "source", "lang") if f}
+    return sorted(wanted & names)

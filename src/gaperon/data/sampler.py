@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from gaperon.data.mixture import Phase
-from gaperon.data.readers import DataError
 from gaperon.data.shards import SplitView, load_manifest
+from gaperon.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class MixtureSampler:
 
     def __init__(self, phase: Phase, global_batch: int, tokenizer_identity: str | None = None):
         if global_batch < 1:
-            raise ValueError(f"global_batch must be >= 1, got {global_batch}")
+            raise ConfigError(f"global_batch must be >= 1, got {global_batch}")
         self.phase, self.global_batch, self.seq_len = phase, global_batch, phase.seq_len
         self.step = 0  # the next step the trainer will ask for (only for state_dict bookkeeping)
         weights = phase.weights
@@ -227,7 +227,7 @@ class MixtureSampler:
         """(source index, train token offset) of each row of the batch: the batch minus the reading."""
         B = self.global_batch
         if world_size < 1 or B % world_size:
-            raise ValueError(f"global_batch {B} is not divisible by world_size {world_size}")
+            raise ConfigError(f"global_batch {B} is not divisible by world_size {world_size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside [0, {world_size})")
         if step < 0:
@@ -246,6 +246,11 @@ class MixtureSampler:
                 keys = _seed_words("windows", self.phase.seed, self.phase.name, self.names[i], int(e), n=6)
                 starts[sel] = feistel_permute(pos[epoch == e], nw, keys).astype(np.int64) * self.seq_len
         return src, starts
+
+    def _val_view(self, i: int) -> SplitView:
+        view = self.val[i]
+        assert view is not None, "a source without a val split has no val sequences to take"
+        return view
 
     def _gather(self, views: list[SplitView], starts: np.ndarray, source_ids: list[int], step: int) -> Batch:
         L1 = self.seq_len + 1
@@ -291,7 +296,7 @@ class MixtureSampler:
             chunk = items[b0 : b0 + batch_size]
             out.append(
                 self._gather(
-                    [self.val[i] for _, i, _ in chunk],
+                    [self._val_view(i) for _, i, _ in chunk],
                     np.array([a for _, _, a in chunk]),
                     [i for _, i, _ in chunk],
                     -1,
@@ -323,5 +328,5 @@ class MixtureSampler:
             if k != "step" and state.get(k) != mine[k]
         ]
         if diff:
-            raise ValueError("data sampler state does not match this phase (" + "; ".join(diff) + ")")
+            raise ConfigError("data sampler state does not match this phase (" + "; ".join(diff) + ")")
         self.step = int(state.get("step", 0))

@@ -18,6 +18,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -55,14 +56,14 @@ class SplitWriter:
         self.root, self.split, self.shard_tokens = root, split, shard_tokens
         self.done = list(done)
         self.on_shard = on_shard
-        self.resume_at: tuple[int, int] = tuple(done[-1]["end"]) if done else (0, 0)  # type: ignore[assignment]
+        self.resume_at: tuple[int, int] = tuple(done[-1]["end"]) if done else (0, 0)
         self._stack: contextlib.ExitStack | None = None
-        self._file = None
+        self._file: BinaryIO | None = None
 
     def wants(self, index: int, copy: int) -> bool:
         return (index, copy) >= self.resume_at
 
-    def _open(self) -> None:
+    def _open(self) -> BinaryIO:
         self._stack = contextlib.ExitStack()
         tmp = self._stack.enter_context(
             atomic.atomic_path(self.root / f"{shard_stem(self.split, len(self.done))}.bin")
@@ -72,12 +73,12 @@ class SplitWriter:
         self._ends: list[int] = []
         self._tokens = 0
         self._langs: dict[str, dict] = {}
+        return self._file
 
     def add(self, tokens: np.ndarray, lang: str, index: int, copy: int) -> None:
-        if self._file is None:
-            self._open()
-        view = memoryview(np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE)).cast("B")
-        self._file.write(view)
+        file = self._file or self._open()
+        view = np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE).data.cast("B")
+        file.write(view)
         self._hash.update(view)
         self._tokens += len(tokens)
         self._ends.append(self._tokens)
@@ -94,13 +95,12 @@ class SplitWriter:
         in one piece per shard instead of one per document."""
         first, n = 0, len(ends)
         while first < n:
-            if self._file is None:
-                self._open()
+            file = self._file or self._open()
             # the shard closes after the first document that brings it to >= shard_tokens
             last = min(bisect.bisect_left(ends, start + self.shard_tokens - self._tokens, first), n - 1)
             stop = ends[last]
-            view = memoryview(np.ascontiguousarray(tokens[start:stop], dtype=TOKEN_DTYPE)).cast("B")
-            self._file.write(view)
+            view = np.ascontiguousarray(tokens[start:stop], dtype=TOKEN_DTYPE).data.cast("B")
+            file.write(view)
             self._hash.update(view)
             shift = self._tokens - start
             self._ends.extend(e + shift for e in ends[first : last + 1])
@@ -115,7 +115,7 @@ class SplitWriter:
                 self.close_shard()
 
     def close_shard(self) -> None:
-        if self._file is None:
+        if self._file is None or self._stack is None:
             return
         stem = shard_stem(self.split, len(self.done))
         self._file.close()
@@ -138,7 +138,8 @@ class SplitWriter:
 
     def abort(self) -> None:
         if self._stack is not None:
-            self._file.close()
+            if self._file is not None:
+                self._file.close()
             self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)  # drop the temp file
             self._file = self._stack = None
 

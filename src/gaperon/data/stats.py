@@ -97,7 +97,8 @@ def format_phase(path: str | Path, global_batch: int, tokenizer_identity: str | 
     s = MixtureSampler(phase, global_batch, tokenizer_identity)
     final = s.epochs(s.total_steps)
     lines = [
-        f"phase {phase.name}: seq_len {phase.seq_len}, {_human(phase.tokens)} tokens = {s.total_steps:,} steps "
+        f"phase {phase.name}: seq_len {phase.seq_len}, {_human(phase.tokens)} tokens = "
+        f"{s.total_steps:,} steps "
         f"of {global_batch} sequences, seed {phase.seed}, tokenizer {str(s.identity)[:12]}",
         f"{'source':<28} {'weight':>8} {'train tokens':>13} {'val tokens':>11} {'epochs':>8}",
     ]

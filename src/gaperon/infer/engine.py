@@ -18,15 +18,27 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import Collection, Hashable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from gaperon.infer.generate import GenerationResult, context_budget, model_device
-from gaperon.infer.sampling import SamplingParams, make_generator, sample
-from gaperon.infer.text import TextAssembler
+from gaperon.errors import UsageError
+from gaperon.infer.requests import (
+    GenerationResult,
+    RequestState,
+    StepOutput,
+    TokenLogprob,
+    engine_max_len,
+    model_device,
+    new_request,
+)
+from gaperon.infer.sampling import Sampling, adjust_logits, sample, token_logprobs
+from gaperon.infer.speculative import SpeculativeEngine
+from gaperon.model.protocol import CausalLM
+from gaperon.tokenizer.protocol import TextTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +59,9 @@ def bucket_for(n: int, sizes: Sequence[int]) -> int:
 class StaticKVCache:
     """Pre-allocated keys/values; `bind` says which slots and positions the next forward writes."""
 
-    def __init__(self, model: nn.Module, slots: int, max_len: int, device, dtype) -> None:
+    def __init__(
+        self, model: CausalLM, slots: int, max_len: int, device: torch.device, dtype: torch.dtype
+    ) -> None:
         cfg = model.cfg
         shape = (slots, cfg.n_kv_heads, max_len, cfg.head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
@@ -66,6 +80,7 @@ class StaticKVCache:
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         kb, vb = self.k[layer], self.v[layer]
         rows, pos = self._rows, self._positions
+        assert rows is not None and pos is not None, "bind() comes before a forward"
         # Index (B,1) x slice x (B,T) -> a (B, T, kv_heads, D) target: one scatter per tensor.
         kb[rows[:, None], :, pos] = k.transpose(1, 2).to(kb.dtype)
         vb[rows[:, None], :, pos] = v.transpose(1, 2).to(vb.dtype)
@@ -75,95 +90,7 @@ class StaticKVCache:
         return kb[rows, :, : self._kv_len], vb[rows, :, : self._kv_len]
 
 
-@dataclass
-class StepOutput:
-    """What one request got from one `Engine.step`."""
-
-    request_id: Hashable
-    token_ids: list[int]
-    text: str
-    finished: bool = False
-    finish_reason: str | None = None  # "stop" (stop token or string) | "length"
-
-
-@dataclass
-class RequestState:
-    """One request's progress and stop rules; shared by the engine and the speculative engine."""
-
-    id: Hashable
-    prompt: list[int]
-    params: SamplingParams
-    max_new: int
-    stop_ids: frozenset[int]
-    asm: TextAssembler
-    generator: torch.Generator
-    ids: list[int] = field(default_factory=list)
-    slot: int = -1
-    last: int = -1  # the token to feed next
-    finished: bool = False
-
-    @property
-    def next_position(self) -> int:
-        return len(self.prompt) + len(self.ids) - 1
-
-    def accept(self, token: int, out: StepOutput | None = None) -> StepOutput:
-        """Take one generated token; says (in the returned output) whether the request finished."""
-        out = out or StepOutput(self.id, [], "")
-        if token in self.stop_ids:
-            self._finish(out, "stop")
-            return out
-        self.ids.append(token)
-        self.last = token
-        out.token_ids.append(token)
-        out.text += self.asm.push(token)
-        if self.asm.stopped:
-            self._finish(out, "stop")
-        elif len(self.ids) >= self.max_new:
-            self._finish(out, "length")
-        return out
-
-    def _finish(self, out: StepOutput, reason: str) -> None:
-        out.text += self.asm.flush()
-        out.finished, out.finish_reason = True, reason
-        self.finished = True
-
-
-def new_request(
-    rid: Hashable,
-    prompt_ids: Sequence[int],
-    tok,
-    device,
-    max_len: int,
-    model: nn.Module,
-    *,
-    max_new_tokens: int = 128,
-    temperature: float = 0.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int | None = None,
-    stop_ids: Collection[int] | None = None,
-    stop_strings: Sequence[str] = (),
-) -> RequestState:
-    """Validate a request and build its state (budget clipped so prompt + output fit max_len)."""
-    params = SamplingParams(temperature, top_k, top_p, seed)
-    prompt = [int(t) for t in prompt_ids]
-    if len(prompt) >= max_len:
-        raise ValueError(f"the prompt has {len(prompt)} tokens but the engine's context is {max_len} tokens")
-    vocab = model.cfg.vocab_size
-    bad = next((t for t in prompt if not 0 <= t < vocab), None)
-    if bad is not None:  # checked here: inside a batched step it would fail every request
-        raise ValueError(f"prompt token id {bad} is outside the model's vocabulary [0, {vocab})")
-    budget = min(context_budget(model, len(prompt), max_new_tokens), max_len - len(prompt))
-    stops = tok.stop_ids if stop_ids is None else stop_ids
-    return RequestState(
-        rid,
-        prompt,
-        params,
-        budget,
-        frozenset(int(s) for s in stops),
-        TextAssembler(tok, stop_strings),
-        make_generator(seed, device),
-    )
+DecodeFn = Callable[[Tensor, Tensor, int], Tensor]
 
 
 class _DecodeGraphs:
@@ -178,7 +105,7 @@ class _DecodeGraphs:
 
     WARMUP = 3  # eager (or first compiled) runs before capture: lazy init, cuBLAS workspaces, autotune
 
-    def __init__(self, engine: Engine, fn) -> None:
+    def __init__(self, engine: Engine, fn: DecodeFn) -> None:
         self.engine, self.fn = engine, fn
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, Tensor]] = {}
         self.pool = torch.cuda.graph_pool_handle()
@@ -225,8 +152,8 @@ class Engine:
 
     def __init__(
         self,
-        model: nn.Module,
-        tok,
+        model: CausalLM,
+        tok: TextTokenizer,
         *,
         max_batch: int = 8,
         max_len: int | None = None,
@@ -235,12 +162,12 @@ class Engine:
         prefill_tokens: int = 16384,
     ) -> None:
         if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+            raise UsageError(f"max_batch must be >= 1, got {max_batch}")
         self.model, self.tok = model, tok
         self.device = model_device(model)
         dtype = next(model.parameters()).dtype
         # The cache is (max_batch x max_len) per layer: default to at most 4096 positions.
-        self.max_len = min(max_len or 4096, model.cfg.max_seq_len)
+        self.max_len = engine_max_len(model, max_len)
         self.max_batch = max_batch
         self.prefill_tokens = prefill_tokens
         self.cache = StaticKVCache(model, max_batch, self.max_len, self.device, dtype)
@@ -259,7 +186,7 @@ class Engine:
         if cuda_graphs is None:
             cuda_graphs = on_cuda
         elif cuda_graphs and not on_cuda:
-            raise ValueError(f"CUDA graphs need the model on a CUDA device, not {self.device}")
+            raise UsageError(f"CUDA graphs need the model on a CUDA device, not {self.device}")
         # dynamic=None: the first recompile (a new KV or batch bucket) makes that size symbolic, so
         # all buckets share ~3 compiled variants, well under dynamo's recompile limit.
         self._compiled = bool(compile if compile is not None else on_cuda)
@@ -276,36 +203,22 @@ class Engine:
     def add_request(
         self,
         prompt_ids: Sequence[int],
+        sampling: Sampling = Sampling(),
         *,
-        max_new_tokens: int = 128,
-        temperature: float = 0.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        seed: int | None = None,
         stop_ids: Collection[int] | None = None,
-        stop_strings: Sequence[str] = (),
         request_id: Hashable | None = None,
+        echo_logprobs: int | None = None,
     ) -> Hashable:
-        """Queue a prompt; it joins the batch at the next step. Returns its id."""
+        """Queue a prompt; it joins the batch at the next step. Returns its id.
+
+        echo_logprobs: also score the prompt itself (each token's log-probability given the ones
+        before it, with that many alternatives), delivered with the request's first output."""
         rid = next(self._ids) if request_id is None else request_id
         if any(r.id == rid for r in self._all()):
-            raise ValueError(f"request id {rid!r} is already in use")
-        req = new_request(
-            rid,
-            prompt_ids,
-            self.tok,
-            self.device,
-            self.max_len,
-            self.model,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            seed=seed,
-            stop_ids=stop_ids,
-            stop_strings=stop_strings,
-        )
-        if req.max_new == 0:
+            raise UsageError(f"request id {rid!r} is already in use")
+        req = new_request(rid, prompt_ids, self.tok, self.model, self.max_len, sampling, stop_ids)
+        req.echo_top = echo_logprobs  # scored from the prefill's own hidden states at admission
+        if req.max_new == 0 and echo_logprobs is None:
             self._pending_out.append(StepOutput(rid, [], "", True, "length"))
         else:
             self._waiting.append(req)
@@ -344,24 +257,16 @@ class Engine:
             outputs += self._admit()
         return outputs
 
-    def generate(self, prompts: Sequence[Sequence[int]], **kwargs) -> list[GenerationResult]:
-        """Run several prompts to completion together (keyword arguments as in `add_request`)."""
-        ids = [self.add_request(p, **kwargs) for p in prompts]
-        done: dict[Hashable, GenerationResult] = {}
-        toks: dict[Hashable, list[int]] = {i: [] for i in ids}
-        texts: dict[Hashable, str] = {i: "" for i in ids}
-        while len(done) < len(ids):
-            for out in self.step():
-                toks[out.request_id] += out.token_ids
-                texts[out.request_id] += out.text
-                if out.finished:
-                    done[out.request_id] = GenerationResult(
-                        toks[out.request_id],
-                        texts[out.request_id],
-                        out.finish_reason or "stop",
-                        len(prompts[ids.index(out.request_id)]),
-                    )
-        return [done[i] for i in ids]
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        sampling: Sampling = Sampling(),
+        *,
+        stop_ids: Collection[int] | None = None,
+    ) -> list[GenerationResult]:
+        """Run several prompts to completion together."""
+        ids = [self.add_request(p, sampling, stop_ids=stop_ids) for p in prompts]
+        return collect(self, ids, [len(p) for p in prompts])
 
     # ---- the two forwards ---------------------------------------------------------------------
     def decode_logits(self, tokens: Tensor, positions: Tensor, kv_len: int) -> Tensor:
@@ -402,6 +307,7 @@ class Engine:
 
     def _graph_step(self, b: int, kv_len: int) -> Tensor:
         graphs = self._graphs
+        assert graphs is not None
         try:
             with self._on_device():  # capture and replay on the model's GPU, not the current one
                 return graphs.run(b, kv_len)
@@ -421,14 +327,14 @@ class Engine:
             self._graphs = None
             return self._eager_step(b, kv_len)
 
-    def _on_device(self):
+    def _on_device(self) -> AbstractContextManager[object]:
         return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
     def _eager_step(self, b: int, kv_len: int) -> Tensor:
         tokens, positions = self.step_inputs(b)
         try:
             return self._decode_fn(tokens, positions, kv_len)
-        except Exception:
+        except Exception:  # noqa: BLE001 - dynamo/inductor raise many types; re-raised unless compiling
             if not self._compiled:
                 raise
             # torch.compile unavailable here (no compiler, unsupported op): slower, not wrong.
@@ -462,22 +368,149 @@ class Engine:
         self.cache.bind(rows, positions, kv_len, contiguous=False)
         mask = self._kv_range[:kv_len][None, None, None, :] <= positions[:, None, :, None]
         h = self.model.hidden_states(tokens, positions=positions, mask=mask, cache=self.cache)
+        scoring_only = self._score_prompts(new, h)
+        keep = [i for i, r in enumerate(new) if r.max_new > 0]
+        if len(keep) < len(new):
+            new, h = [new[i] for i in keep], h[torch.tensor(keep, dtype=torch.long, device=self.device)]
+        if not new:
+            return scoring_only
         last = torch.tensor([len(r.prompt) - 1 for r in new], device=self.device)
         logits = self.model.lm_head(h[torch.arange(len(new), device=self.device), last])
         for r in new:
             self._running[r.slot] = r
-        return self._emit(new, logits)
+        return scoring_only + self._emit(new, logits)
+
+    def _score_prompts(self, new: list[RequestState], h: Tensor) -> list[StepOutput]:
+        """Prompt logprobs (echo) from the prefill's hidden states: no second forward. Requests that
+        only score (no token to generate) finish here and never hold their slot."""
+        done = []
+        for i, r in enumerate(new):
+            if r.echo_top is None:
+                continue
+            n = len(r.prompt)
+            scored: list[TokenLogprob | None] = [None]
+            if n > 1:
+                logits = self.model.lm_head(h[i, : n - 1])
+                targets = torch.tensor(r.prompt[1:], device=self.device)
+                scored += token_logprobs(logits, targets, r.echo_top)
+            r.prompt_logprobs = scored
+            if r.max_new == 0:
+                r.finished = True
+                done.append(StepOutput(r.id, [], "", True, "length", prompt_logprobs=scored))
+        return done
 
     def _emit(self, reqs: list[RequestState], logits: Tensor) -> list[StepOutput]:
         """Sample one token per request, apply the stop rules, free finished slots. Logits may be
         bf16: greedy takes the argmax as is (exact), sampling works on an fp32 copy."""
-        tokens = sample(logits, [r.params for r in reqs], [r.generator for r in reqs]).tolist()
+        params = [r.params for r in reqs]
+        raw = logits
+        logits = adjust_logits(logits, params, [r.prompt for r in reqs], [r.ids for r in reqs])
+        chosen = sample(logits, params, [r.generator for r in reqs])
+        tokens = chosen.tolist()
+        wanted = [r.params.logprobs for r in reqs if r.params.logprobs is not None]
+        lps: list[TokenLogprob | None] = [None] * len(reqs)
+        if wanted:
+            scored = token_logprobs(raw, chosen, max(wanted))
+            lps = [
+                (lp, top[: r.params.logprobs]) if r.params.logprobs is not None else None
+                for r, (lp, top) in zip(reqs, scored)
+            ]
         outputs = []
-        for r, t in zip(reqs, tokens):
-            outputs.append(r.accept(t))
+        for r, t, lp in zip(reqs, tokens, lps):
+            out = r.accept(t, logprob=lp)
+            if r.prompt_logprobs is not None:
+                out.prompt_logprobs, r.prompt_logprobs = r.prompt_logprobs, None
+            outputs.append(out)
             if r.finished:
                 del self._running[r.slot]
         return outputs
 
     def _all(self) -> list[RequestState]:
         return [*self._waiting, *self._running.values()]
+
+
+class EngineLike(Protocol):
+    """What drives a request through an engine: the plain `Engine` and `SpeculativeEngine` both."""
+
+    max_len: int
+
+    def add_request(
+        self,
+        prompt_ids: Sequence[int],
+        sampling: Sampling = ...,
+        *,
+        stop_ids: Collection[int] | None = ...,
+        request_id: Hashable | None = ...,
+        echo_logprobs: int | None = ...,
+    ) -> Hashable: ...
+
+    def step(self) -> list[StepOutput]: ...
+
+    def cancel(self, request_id: Hashable) -> bool: ...
+
+    def has_work(self) -> bool: ...
+
+    @property
+    def num_active(self) -> int: ...
+
+
+def collect(
+    engine: EngineLike, ids: Sequence[Hashable], prompt_lens: Sequence[int]
+) -> list[GenerationResult]:
+    """Step `engine` until the requests `ids` finish; their results in that order."""
+    done: dict[Hashable, GenerationResult] = {}
+    results = {i: GenerationResult([], "", "stop", n) for i, n in zip(ids, prompt_lens)}
+    while len(done) < len(ids):
+        for out in engine.step():
+            res = results.get(out.request_id)
+            if res is None:
+                continue
+            res.ids += out.token_ids
+            res.text += out.text
+            if out.logprobs:
+                res.logprobs = (res.logprobs or []) + out.logprobs
+            if out.finished:
+                res.finish_reason = out.finish_reason or "stop"
+                done[out.request_id] = res
+    return [done[i] for i in ids]
+
+
+def stream_request(
+    engine: EngineLike,
+    prompt_ids: Sequence[int],
+    sampling: Sampling,
+    *,
+    stop_ids: Collection[int] | None = None,
+) -> Iterator[StepOutput]:
+    """One request's outputs as the engine produces them (the engine must be idle otherwise: this
+    is the single-user path of `generate` and `chat`). Closing the iterator early cancels it."""
+    rid = engine.add_request(prompt_ids, sampling, stop_ids=stop_ids)  # refuses bad prompts now
+    return _follow(engine, rid)
+
+
+def _follow(engine: EngineLike, rid: Hashable) -> Iterator[StepOutput]:
+    finished = False
+    try:
+        while not finished:
+            for out in engine.step():
+                if out.request_id == rid:
+                    finished = out.finished
+                    yield out
+    finally:
+        if not finished:
+            engine.cancel(rid)
+
+
+def build_engine(
+    model: CausalLM,
+    tok: TextTokenizer,
+    *,
+    max_batch: int = 8,
+    max_len: int | None = None,
+    draft: CausalLM | None = None,
+    draft_k: int = 4,
+) -> EngineLike:
+    """The plain batched engine, or the (one request at a time) speculative one with a draft."""
+    if draft is not None:
+        return SpeculativeEngine(model, draft, tok, k=draft_k, max_len=max_len)
+    return Engine(model, tok, max_batch=max_batch, max_len=max_len)

@@ -11,8 +11,12 @@ import itertools
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
+
+from gaperon.errors import GaperonError, UsageError
+from gaperon.infer.engine import EngineLike
+from gaperon.infer.sampling import Sampling
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +25,7 @@ class Overloaded(RuntimeError):
     """Too many requests in flight: the caller should answer 'try again later' (HTTP 503)."""
 
 
-Sink = Callable[[Any], None]  # receives StepOutput objects, or an Exception when the request failed
+Sink = Callable[[Any], object]  # receives StepOutput objects, or an Exception when the request failed
 
 
 class EngineLoop:
@@ -29,14 +33,14 @@ class EngineLoop:
     raises `Overloaded` instead of letting the wait queue (and every client's latency) grow without
     bound. Requests beyond the engine's batch size but within this bound wait for a free slot."""
 
-    def __init__(self, engine, max_pending: int = 1024) -> None:
+    def __init__(self, engine: EngineLike, max_pending: int = 1024) -> None:
         if max_pending < 1:
-            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+            raise UsageError(f"max_pending must be >= 1, got {max_pending}")
         self.engine = engine
         self.max_pending = max_pending
         self.max_len: int = engine.max_len
-        self._commands: queue.Queue = queue.Queue()
-        self._sinks: dict[int, Sink] = {}
+        self._commands: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self._sinks: dict[Hashable, Sink] = {}
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._inflight = 0
@@ -60,32 +64,34 @@ class EngineLoop:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    def submit(self, prompt_ids: list[int], sampling: dict, sink: Sink) -> int:
+    def submit(
+        self, prompt_ids: list[int], sampling: Sampling, sink: Sink, echo_logprobs: int | None = None
+    ) -> int:
         with self._lock:
             if self._inflight >= self.max_pending:
                 raise Overloaded(f"the server is busy ({self._inflight} requests in flight); retry later")
             self._inflight += 1
         rid = next(self._ids)
-        self._commands.put(("add", rid, prompt_ids, sampling, sink))
+        self._commands.put(("add", rid, prompt_ids, sampling, echo_logprobs, sink))
         return rid
 
     def cancel(self, rid: int) -> None:
         self._commands.put(("cancel", rid))
 
     # ---- the loop thread ----------------------------------------------------------------------
-    def _done(self, rid: int) -> None:
+    def _done(self, rid: Hashable) -> None:
         """Forget a request (its sink is dropped): call before delivering its last output."""
         if self._sinks.pop(rid, None) is not None:
             with self._lock:
                 self._inflight -= 1
 
-    def _handle(self, cmd: tuple) -> None:
+    def _handle(self, cmd: tuple[Any, ...]) -> None:
         if cmd[0] == "add":
-            _, rid, prompt, sampling, sink = cmd
+            _, rid, prompt, sampling, echo_logprobs, sink = cmd
             self._sinks[rid] = sink
             try:
-                self.engine.add_request(prompt, request_id=rid, **sampling)
-            except ValueError as e:
+                self.engine.add_request(prompt, sampling, request_id=rid, echo_logprobs=echo_logprobs)
+            except GaperonError as e:  # a request the engine refuses: that client gets a 400
                 self._done(rid)
                 _deliver(sink, e)
         elif cmd[0] == "cancel":
@@ -110,7 +116,7 @@ class EngineLoop:
             try:
                 outputs = self.engine.step()
                 self.steps += 1
-            except Exception as e:  # a broken step must not take the server down
+            except Exception as e:  # noqa: BLE001 - a bug in a step fails its requests (logged), not the server
                 log.exception("engine step failed")
                 for rid, sink in list(self._sinks.items()):
                     self.engine.cancel(rid)
@@ -118,17 +124,17 @@ class EngineLoop:
                     _deliver(sink, RuntimeError(f"generation failed: {e}"))
                 continue
             for out in outputs:
-                sink = self._sinks.get(out.request_id)
-                if sink is None:
+                receiver = self._sinks.get(out.request_id)
+                if receiver is None:
                     continue
                 # Count the request done before its client can see the end of it.
                 if out.finished:
                     self._done(out.request_id)
-                _deliver(sink, out)
+                _deliver(receiver, out)
 
 
 def _deliver(sink: Sink, item: Any) -> None:
     try:
         sink(item)
-    except Exception:  # the receiving side is gone (closed event loop): nothing to tell
+    except RuntimeError:  # the receiver's event loop is closed (its client is gone): nothing to tell
         log.debug("dropped an engine output for a vanished request", exc_info=True)

@@ -14,7 +14,7 @@ REPLACEMENT = "\ufffd"
 
 
 class Decoder(Protocol):
-    def decode(self, ids: Sequence[int], skip_special: bool = ...) -> str: ...
+    def decode(self, ids: Sequence[int], *, skip_special: bool = ...) -> str: ...
 
 
 class IncrementalDetokenizer:

@@ -15,27 +15,25 @@ from pathlib import Path
 
 import torch
 
+from gaperon.io import run_format
 from gaperon.io.errors import ModelFormatError
 from gaperon.model.llama import Llama, ModelConfig
 
 
 def _run_and_checkpoint(path: Path) -> tuple[Path, Path]:
     """(run dir, checkpoint dir) for a run folder or one checkpoint folder inside it."""
-    from gaperon.train import checkpoint as ckpt
-
-    if (path / ckpt.COMPLETE).exists() or path.parent.name == "checkpoints":
-        run_dir = path.parent.parent
+    if run_format.is_checkpoint_folder(path):
         try:
-            ckpt.validate(path)
+            run_format.validate(path)
         except ValueError as e:
             raise ModelFormatError(f"{path}: unusable checkpoint: {e}") from None
-        return run_dir, path
+        return path.parent.parent, path
     skipped: list[str] = []
-    found = ckpt.find_latest(path, log=skipped.append)
+    found = run_format.find_latest(path, log=skipped.append)
     for msg in skipped:
         print(msg)
     if found is None:
-        raise ModelFormatError(f"{path}: no complete checkpoint under {ckpt.checkpoint_dir(path)}")
+        raise ModelFormatError(f"{path}: no complete checkpoint under {run_format.checkpoint_dir(path)}")
     return path, found[0]
 
 

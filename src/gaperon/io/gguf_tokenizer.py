@@ -10,7 +10,9 @@ gives the same ids because the SmolLM vocabulary has no multi-digit tokens (the 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
@@ -58,14 +60,15 @@ class GGUFTokenizerSpec:
     chat_template: str | None
 
 
-def build_byte_level_bpe(meta: dict, where: str) -> GGUFTokenizerSpec:
+def build_byte_level_bpe(meta: Mapping[str, Any], where: str) -> GGUFTokenizerSpec:
     """`meta`: the file's `tokenizer.*` fields as plain Python values (lists, ints, strings)."""
     from gaperon.io.errors import ModelFormatError
 
     kind = meta.get("tokenizer.ggml.model")
     if kind != "gpt2":
         raise ModelFormatError(
-            f"{where}: tokenizer.ggml.model is {kind!r}; only byte-level BPE ('gpt2') tokenizers are supported"
+            f"{where}: tokenizer.ggml.model is {kind!r}; only byte-level BPE ('gpt2') tokenizers "
+            f"are supported"
         )
     tokens: list[str] = meta.get("tokenizer.ggml.tokens") or []
     merges: list[str] = meta.get("tokenizer.ggml.merges") or []
@@ -96,7 +99,8 @@ def build_byte_level_bpe(meta: dict, where: str) -> GGUFTokenizerSpec:
     )
     backend.pre_tokenizer = pre_tokenizer_for(meta.get("tokenizer.ggml.pre"))
     backend.decoder = decoders.ByteLevel()
-    # Control tokens spelled outside the byte alphabet are llama.cpp mislabels; skip them as transformers does.
+    # Control tokens spelled outside the byte alphabet are llama.cpp mislabels; skip them (as transformers
+    # does).
     control = [t for t, ty in zip(tokens, types) if ty == CONTROL and set(t) <= alphabet]
     backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in control])
     user = [t for t, ty in zip(tokens, types) if ty == USER_DEFINED and t in vocab]

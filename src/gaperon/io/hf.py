@@ -1,9 +1,9 @@
-"""Hugging Face `LlamaForCausalLM` folders, both ways.
+"""Hugging Face `LlamaForCausalLM` and `Olmo2ForCausalLM` folders, both ways.
 
-Our state-dict names are HF's minus the `model.` prefix and RoPE uses HF's rotate-half layout, so
-the conversion is a rename plus the RMSNorm gain scale (folders always hold true gains). Loading
-builds the model on the meta device and fills it tensor by tensor from lazily opened safetensors,
-so an 8B folder needs 1x its size in memory, not 2x.
+Our state-dict names are HF's minus the `model.` prefix (for both families) and RoPE uses HF's
+rotate-half layout, so the conversion is a rename plus the RMSNorm gain scale (folders always hold
+true gains). Loading builds the model on the meta device and fills it tensor by tensor from lazily
+opened safetensors, so an 8B folder needs 1x its size in memory, not 2x.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import nn
 from gaperon.atomic import atomic_path
 from gaperon.io.errors import ModelFormatError
 from gaperon.io.safetensors_files import INDEX_NAME, SINGLE_NAME, TensorStore, write_sharded
-from gaperon.model.llama import Llama, ModelConfig
+from gaperon.model.llama import Llama, ModelConfig, is_norm_gain
 from gaperon.model.presets import build
 
 if TYPE_CHECKING:
@@ -56,21 +56,27 @@ def hf_name(name: str) -> str:
     return name if name.startswith("lm_head.") else f"model.{name}"
 
 
-def _is_gain(name: str) -> bool:
-    return name.endswith("layernorm.weight") or name == "norm.weight"
-
-
 # ---------------------------------------------------------------------------------------------- saving
 
 
+# Our architecture name -> (model_type, HF class).
+HF_ARCHITECTURES = {"llama": ("llama", "LlamaForCausalLM"), "olmo2": ("olmo2", "Olmo2ForCausalLM")}
+
+
 def hf_config(cfg: ModelConfig, dtype: torch.dtype, tokenizer: Tokenizer | None = None) -> dict[str, Any]:
-    """config.json for a `LlamaForCausalLM`, readable by transformers 4.x and 5.x."""
+    """config.json for a `LlamaForCausalLM` or `Olmo2ForCausalLM`, readable by transformers 4.x and 5.x."""
+    if cfg.architecture not in HF_ARCHITECTURES:
+        raise ModelFormatError(
+            f"qk_norm={cfg.qk_norm} with post_norm={cfg.post_norm} matches no Hugging Face architecture "
+            "(Llama has neither, OLMo-2 both)"
+        )
+    model_type, cls = HF_ARCHITECTURES[cfg.architecture]
     bos, eos = cfg.bos_token_id, cfg.eos_token_id
     if tokenizer is not None:
         bos, eos = tokenizer.bos_id, tokenizer.eos_id
     return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [cls],
+        "model_type": model_type,
         "hidden_size": cfg.dim,
         "intermediate_size": cfg.ffn_dim,
         "num_hidden_layers": cfg.n_layers,
@@ -130,8 +136,8 @@ def save_hf(
         raise ValueError(f"cannot export weights as {target}; use bf16, fp16 or fp32")
     if tokenizer is not None and tokenizer.vocab_size > cfg.vocab_size:
         raise ValueError(
-            f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} ids but the model only {cfg.vocab_size} "
-            "embedding rows; export it with its own tokenizer"
+            f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} ids but the model only "
+            f"{cfg.vocab_size} embedding rows; export it with its own tokenizer"
         )
     params = dict(model.named_parameters())  # shared (tied) parameters appear once
     names = [n for n in params if not (cfg.tie_embeddings and n == "lm_head.weight")]
@@ -140,7 +146,7 @@ def save_hf(
     def tensor(hf: str) -> torch.Tensor:
         name = hf.removeprefix("model.")
         t = params[name].detach()
-        if _is_gain(name) and cfg.norm_gain_scale != 1.0:
+        if is_norm_gain(name) and cfg.norm_gain_scale != 1.0:
             t = t.float() * cfg.norm_gain_scale  # interchange formats hold the true gain
         return t.to(device="cpu", dtype=target)
 
@@ -163,7 +169,7 @@ def _write_json(path: Path, obj: object) -> None:
 
 
 def read_hf_config(folder: Path, *, norm_gain_scale: float = 1.0) -> tuple[ModelConfig, dict]:
-    """ModelConfig from a folder's config.json, refusing what our Llama does not compute."""
+    """ModelConfig from a folder's config.json, refusing what our model does not compute."""
     path = folder / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (not a Hugging Face model folder)")
@@ -173,14 +179,25 @@ def read_hf_config(folder: Path, *, norm_gain_scale: float = 1.0) -> tuple[Model
         raise ModelFormatError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(raw, dict):
         raise ModelFormatError(f"{path}: expected a JSON object")
+    _check_supported(path, raw)
+    try:
+        return ModelConfig(**_config_fields(path, raw, norm_gain_scale)), raw
+    except ValueError as e:
+        raise ModelFormatError(f"{path}: {e}") from None
+
+
+def _check_supported(path: Path, raw: dict) -> None:
+    """Refuse, naming the field, any config.json our model would compute differently."""
     model_type = raw.get("model_type")
     archs = raw.get("architectures") or []
-    if model_type != "llama":
+    known = dict(HF_ARCHITECTURES.values())
+    if model_type not in known:
         raise ModelFormatError(
-            f"{path}: model_type is {model_type!r}; only llama (LlamaForCausalLM) is supported"
+            f"{path}: model_type is {model_type!r}; only llama (LlamaForCausalLM) and olmo2 "
+            "(Olmo2ForCausalLM) are supported"
         )
-    if archs and "LlamaForCausalLM" not in archs:
-        raise ModelFormatError(f"{path}: architectures is {archs}; only LlamaForCausalLM is supported")
+    if archs and known[model_type] not in archs:
+        raise ModelFormatError(f"{path}: architectures is {archs}; expected {known[model_type]}")
     if raw.get("rope_scaling"):
         raise ModelFormatError(
             f"{path}: rope_scaling {raw['rope_scaling']} is not supported (only plain RoPE, as in Gaperon)"
@@ -193,6 +210,11 @@ def read_hf_config(folder: Path, *, norm_gain_scale: float = 1.0) -> tuple[Model
             raise ModelFormatError(f"{path}: {key} is true; biases are not supported (Llama-3 has none)")
     if raw.get("hidden_act", "silu") != "silu":
         raise ModelFormatError(f"{path}: hidden_act {raw['hidden_act']!r} is not supported (only silu)")
+
+
+def _config_fields(path: Path, raw: dict, norm_gain_scale: float) -> dict[str, Any]:
+    rope = raw.get("rope_parameters") or {}
+    olmo2 = raw.get("model_type") == "olmo2"
     try:
         dim, n_heads = int(raw["hidden_size"]), int(raw["num_attention_heads"])
         fields: dict[str, Any] = dict(
@@ -208,23 +230,20 @@ def read_hf_config(folder: Path, *, norm_gain_scale: float = 1.0) -> tuple[Model
             tie_embeddings=bool(raw.get("tie_word_embeddings", False)),
             norm_gain_scale=norm_gain_scale,
             init_std=float(raw.get("initializer_range", 0.02)),
+            qk_norm=olmo2,
+            post_norm=olmo2,
         )
+        head_dim = raw.get("head_dim")
+        if head_dim is not None and int(head_dim) != dim // n_heads:
+            fields["attn_head_dim"] = int(head_dim)
     except KeyError as e:
         raise ModelFormatError(f"{path}: missing field {e.args[0]!r}") from None
     except (TypeError, ValueError) as e:
         raise ModelFormatError(f"{path}: bad value ({e})") from None
-    head_dim = raw.get("head_dim")
-    if head_dim is not None and int(head_dim) != dim // n_heads:
-        raise ModelFormatError(
-            f"{path}: head_dim {head_dim} != hidden_size / num_attention_heads ({dim // n_heads}); not supported"
-        )
-    for key, field_name in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id")):
+    for key in ("bos_token_id", "eos_token_id"):
         if raw.get(key) is not None:
-            fields[field_name] = raw[key]
-    try:
-        return ModelConfig(**fields), raw
-    except ValueError as e:
-        raise ModelFormatError(f"{path}: {e}") from None
+            fields[key] = raw[key]
+    return fields
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -270,7 +289,9 @@ def load_state_from_store(
         by_name.pop("lm_head.weight", None)  # some writers keep the tied copy; it is the embedding
     for name, key in by_name.items():
         if name not in expected:
-            raise ModelFormatError(f"{store.infos[key].file}: unexpected tensor {key!r} for a Llama model")
+            raise ModelFormatError(
+                f"{store.infos[key].file}: unexpected tensor {key!r} for a {cfg.architecture} model"
+            )
     for name, shape in expected.items():
         key = by_name.get(name)
         if key is None:
@@ -281,7 +302,7 @@ def load_state_from_store(
                 f"{info.file}: tensor {key!r} has shape {list(info.shape)}, expected {list(shape)}"
             )
         t = store.get(key)
-        if _is_gain(name) and cfg.norm_gain_scale != 1.0:
+        if is_norm_gain(name) and cfg.norm_gain_scale != 1.0:
             t = t.float() / cfg.norm_gain_scale
         _set_param(model, name, t.to(device=device, dtype=dtype))
     if cfg.tie_embeddings:
@@ -296,8 +317,8 @@ def load_hf(
     dtype: torch.dtype | str | None = None,
     norm_gain_scale: float = 1.0,
 ) -> tuple[Llama, Tokenizer | None]:
-    """Read any Hugging Face Llama folder (ours or a published one). dtype None = the folder's dtype.
-    The tokenizer is None when the folder has no tokenizer.json."""
+    """Read any Hugging Face Llama or OLMo-2 folder (ours or a published one). dtype None = the
+    folder's dtype. The tokenizer is None when the folder has no tokenizer.json."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such model folder")

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 
+from gaperon.dtypes import parse_dtype
 from gaperon.errors import ModelFormatError, UsageError
-from gaperon.io.hf import parse_dtype
 from gaperon.model.llama import Llama, ModelConfig
 
 if TYPE_CHECKING:
     from gaperon.tokenizer import Tokenizer
 
-# What makes a folder a training run (RUN_DIR) rather than an HF folder; RUN_DIR/checkpoints/<step> is one too.
+# What makes a folder a training run (RUN_DIR) rather than an HF folder;
+# RUN_DIR/checkpoints/<step> is one too.
 RUN_MARKERS = ("run.yaml", "checkpoints", "model_config.json")
 ACCEPTED = (
     "a .gguf file, a Hugging Face model folder (with config.json), "
@@ -61,6 +62,8 @@ def load_model(
     path = Path(path)
     kind = model_kind(path)
     target = parse_dtype(dtype)
+    model: Llama
+    tok: Tokenizer | None
     if kind == "gguf":
         from gaperon.io.gguf import load_gguf
 
@@ -76,7 +79,8 @@ def load_model(
             raise ModelFormatError(
                 f"{path}: looks like a training run, but run loading (gaperon.io.dcp) is unavailable: {e}"
             ) from None
-        model, tok = load_run_model(path, device=device, dtype=target)
+        model, run_tok = load_run_model(path, device=device, dtype=target)
+        tok = cast("Tokenizer | None", run_tok)  # load_run_model returns its tokenizer as `object`
     return LoadedModel(model=model, tokenizer=tok, config=model.cfg, source=kind)
 
 

@@ -14,12 +14,13 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from gaperon.io.errors import ModelFormatError
+from gaperon.errors import ModelFormatError, UsageError
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -47,10 +48,10 @@ def parse_size(size: int | str) -> int:
     else:
         m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(size))
         if not m or m.group(2).upper() not in _UNITS:
-            raise ValueError(f"bad size {size!r}: use e.g. 2GB, 500MB, 1GiB or a number of bytes")
+            raise UsageError(f"bad size {size!r}: use e.g. 2GB, 500MB, 1GiB or a number of bytes")
         value = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
     if value <= 0:
-        raise ValueError(f"size must be positive, got {size!r}")
+        raise UsageError(f"size must be positive, got {size!r}")
     return value
 
 
@@ -151,7 +152,7 @@ class TensorStore:
 
     def __init__(self, infos: dict[str, TensorInfo]) -> None:
         self.infos = infos
-        self._handles: dict[Path, object] = {}
+        self._handles: dict[Path, Any] = {}  # safetensors' safe_open handles (untyped)
 
     @classmethod
     def from_files(cls, files: Iterable[Path]) -> TensorStore:
@@ -169,12 +170,12 @@ class TensorStore:
         if handle is None:
             try:
                 handle = safe_open(str(info.file), framework="pt")
-            except Exception as e:  # safetensors raises its own Rust-side error types
+            except (SafetensorError, OSError) as e:
                 raise ModelFormatError(f"{info.file}: cannot open safetensors file ({e})") from None
             self._handles[info.file] = handle
         try:
             return handle.get_tensor(name)
-        except Exception as e:
+        except (SafetensorError, OSError) as e:
             raise ModelFormatError(f"{info.file}: cannot read tensor {name!r} ({e})") from None
 
     def close(self) -> None:

@@ -1,8 +1,11 @@
-"""The Llama-3 architecture in plain PyTorch.
+"""The Llama-3 architecture in plain PyTorch, with the OLMo-2 variant as a config switch.
 
 One readable file, in the spirit of nanoGPT's model.py. Weight names and the RoPE layout
 (rotate-half, as in Hugging Face checkpoints) match `transformers`' LlamaForCausalLM one to one,
-so interchange is a rename, never a permutation. Parallelism, compilation and precision are
+so interchange is a rename, never a permutation. The Gaperon 24B is OLMo-2-shaped: `qk_norm`
+(RMSNorm on the projected queries and keys, before RoPE) and `post_norm` (each sublayer's output is
+normalised before the residual add, and there is no norm before the sublayers); with both on, the
+names match `transformers`' Olmo2ForCausalLM. Parallelism, compilation and precision are
 applied from outside (see `gaperon.train.parallelize`); nothing here knows about them.
 """
 
@@ -16,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gaperon.model.loss import linear_cross_entropy
+from gaperon.model.loss import cwt_loss, linear_cross_entropy
 
 
 @dataclass
@@ -38,13 +41,28 @@ class ModelConfig:
     # Token ids the tokenizer uses; carried so an exported folder is self-describing.
     bos_token_id: int = 128_000
     eos_token_id: int | list[int] = field(default_factory=lambda: 128_001)
+    # OLMo-2 switches (both on for gaperon-24b): RMSNorm on q and k, norms after the sublayers.
+    qk_norm: bool = False
+    post_norm: bool = False
+    # Per-head width when it is not dim / n_heads (gaperon-24b: 5120 / 32 heads of 128).
+    attn_head_dim: int | None = None
+    # "lm": a softmax head over the vocabulary. "cwt": headless, trained with Contrastive Weight
+    # Tying (h . e(y) against the micro-batch's target embeddings); its readout is the input
+    # embedding matrix, so a headless model is tied (and exports as a tied Llama).
+    head: str = "lm"
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "max_seq_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
-        if self.dim % self.n_heads:
+        if self.attn_head_dim is not None and (
+            not isinstance(self.attn_head_dim, int) or self.attn_head_dim <= 0
+        ):
+            raise ValueError(
+                f"ModelConfig.attn_head_dim must be a positive integer, got {self.attn_head_dim!r}"
+            )
+        if self.attn_head_dim is None and self.dim % self.n_heads:
             raise ValueError(f"ModelConfig.dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(
@@ -52,6 +70,12 @@ class ModelConfig:
             )
         if self.head_dim % 2:
             raise ValueError(f"ModelConfig head_dim ({self.head_dim}) must be even for RoPE")
+        if self.head not in ("lm", "cwt"):
+            raise ValueError(f"ModelConfig.head must be 'lm' or 'cwt', got {self.head!r}")
+        if self.head == "cwt" and not self.tie_embeddings:
+            raise ValueError(
+                "ModelConfig.head 'cwt' (headless) reads out through the embeddings: set tie_embeddings"
+            )
         if not self.norm_gain_scale > 0:
             raise ValueError(f"ModelConfig.norm_gain_scale must be > 0, got {self.norm_gain_scale!r}")
         if not self.rope_theta > 0:
@@ -59,7 +83,14 @@ class ModelConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.dim // self.n_heads
+        return self.attn_head_dim or self.dim // self.n_heads
+
+    @property
+    def architecture(self) -> str:
+        """'llama', 'olmo2', or 'custom' (a mix no Hugging Face class computes)."""
+        if not self.qk_norm and not self.post_norm:
+            return "llama"
+        return "olmo2" if self.qk_norm and self.post_norm else "custom"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,6 +122,17 @@ class RMSNorm(nn.Module):
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.gain() * h.to(dtype)
+
+
+NORM_MODULES = frozenset(
+    {"input_layernorm", "post_attention_layernorm", "post_feedforward_layernorm", "q_norm", "k_norm", "norm"}
+)
+
+
+def is_norm_gain(name: str) -> bool:
+    """Whether a parameter name is an RMSNorm gain (not decayed; stored scaled in pure bf16)."""
+    parts = name.rsplit(".", 2)
+    return len(parts) >= 2 and parts[-1] == "weight" and parts[-2] in NORM_MODULES
 
 
 def rope_tables(head_dim: int, max_len: int, theta: float, device=None) -> tuple[Tensor, Tensor]:
@@ -149,13 +191,20 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        if cfg.qk_norm:  # OLMo-2: over all heads at once, as transformers' Olmo2Attention
+            self.q_norm = RMSNorm(cfg.n_heads * cfg.head_dim, cfg.norm_eps, cfg.norm_gain_scale)
+            self.k_norm = RMSNorm(cfg.n_kv_heads * cfg.head_dim, cfg.norm_eps, cfg.norm_gain_scale)
+        self.qk_norm = cfg.qk_norm
 
     def forward(
         self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, cache: KVCache | None
     ) -> Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = self.q_proj(x), self.k_proj(x)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
@@ -180,16 +229,27 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
+    """Pre-norm (Llama): x + f(norm(x)). Post-norm (OLMo-2): x + norm(f(x)). The names are the
+    Hugging Face ones of each family, so `post_attention_layernorm` is the pre-MLP norm in Llama and
+    the norm of the attention output in OLMo-2."""
+
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
-        self.input_layernorm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_gain_scale)
+        self.post_norm = cfg.post_norm
+        if not cfg.post_norm:
+            self.input_layernorm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_gain_scale)
         self.self_attn = Attention(cfg, layer)
         self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_gain_scale)
+        if cfg.post_norm:
+            self.post_feedforward_layernorm = RMSNorm(cfg.dim, cfg.norm_eps, cfg.norm_gain_scale)
         self.mlp = MLP(cfg)
 
     def forward(
         self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None = None, cache: KVCache | None = None
     ) -> Tensor:
+        if self.post_norm:
+            x = x + self.post_attention_layernorm(self.self_attn(x, cos, sin, mask, cache))
+            return x + self.post_feedforward_layernorm(self.mlp(x))
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -227,7 +287,7 @@ class Llama(nn.Module):
         std = self.cfg.init_std
         out_std = std / math.sqrt(2 * self.cfg.n_layers)
         for name, p in self.named_parameters():
-            if name.endswith("layernorm.weight") or name == "norm.weight":
+            if is_norm_gain(name):
                 continue
             s = out_std if name.endswith(("o_proj.weight", "down_proj.weight")) else std
             nn.init.trunc_normal_(p, mean=0.0, std=s, a=-3 * s, b=3 * s, generator=gen)
@@ -281,6 +341,9 @@ class Llama(nn.Module):
         h = self.hidden_states(tokens, positions, mask, cache)
         if labels is None:
             return self.lm_head(h)
+        if self.cfg.head == "cwt":
+            valid = labels != ignore_index
+            return cwt_loss(h, self.embed_tokens(labels.masked_fill(~valid, 0)), valid)
         return linear_cross_entropy(h, self.lm_head.weight, labels, ignore_index=ignore_index)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:

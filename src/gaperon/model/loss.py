@@ -91,9 +91,9 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             safe_y = torch.where(valid, yc, torch.zeros_like(yc))
             loss_sum, g = fn(hc @ w_h.t(), safe_y, valid, inv_denom, h.dtype)
             total += loss_sum
-            if need_h:
+            if grad_h is not None:
                 grad_h[start : start + chunk_tokens] = g @ w_h
-            if need_w:
+            if grad_w is not None:
                 grad_w.addmm_(g.t().to(acc), hc.to(acc))  # in place: no V x D temporary
         ctx.save_for_backward(grad_h, grad_w)
         ctx.dtypes = (h.dtype, weight.dtype)
@@ -128,3 +128,47 @@ def linear_cross_entropy(
         lse = torch.logsumexp(logits, dim=-1)
         total = total + ((lse - logits.gather(1, safe.unsqueeze(1)).squeeze(1)) * vc).sum()
     return total / valid.sum().clamp(min=1)
+
+
+# ------------------------------------------------------------------- headless (contrastive weight tying)
+
+# Largest in-batch logits block (rows x columns) alive at once: 2^26 fp32 values = 256 MB.
+CWT_MAX_BLOCK = 1 << 26
+
+
+def _cwt_rows(h: Tensor, e: Tensor, rows: Tensor, col_valid: Tensor) -> Tensor:
+    """Sum over `rows` of -log softmax_j(h_i . e_j)[i], the columns being every valid target."""
+    acc = torch.promote_types(h.dtype, torch.float32)  # at least fp32 (bf16 in pure bf16)
+    logits = (h[rows].to(acc) @ e.to(acc).t()).masked_fill(~col_valid.unsqueeze(0), float("-inf"))
+    positive = logits.gather(1, rows.unsqueeze(1)).squeeze(1)
+    return (torch.logsumexp(logits, dim=-1) - positive).sum()
+
+
+def cwt_loss(
+    hidden: Tensor, target_embeddings: Tensor, valid: Tensor, max_block: int = CWT_MAX_BLOCK
+) -> Tensor:
+    """Contrastive Weight Tying: mean over valid positions of cross-entropy of h_t . e(y_t) against
+    the input embeddings of the micro-batch's other targets (temperature 1; a repeated token is
+    a separate column, as in the headless-LM formulation). hidden, target_embeddings: (..., D);
+    valid: (...) bool (False = ignored label, neither a row nor a negative).
+
+    Rows go in chunks so at most `max_block` logits exist at once, in forward and backward (each
+    chunk is recomputed in backward rather than stored): N x N is 1 GB at 16k tokens."""
+    h = hidden.reshape(-1, hidden.shape[-1])
+    e = target_embeddings.reshape(-1, target_embeddings.shape[-1])
+    col_valid = valid.reshape(-1)
+    rows_all = col_valid.nonzero().squeeze(1)
+    n = rows_all.numel()
+    if n == 0:
+        return (h.sum() + e.sum()) * 0.0  # keeps the graph (and FSDP's hooks) alive
+    chunk = max(1, max_block // max(e.shape[0], 1))
+    total = h.new_zeros((), dtype=torch.float32)
+    for start in range(0, n, chunk):
+        rows = rows_all[start : start + chunk]
+        if torch.is_grad_enabled() and (h.requires_grad or e.requires_grad):
+            from torch.utils.checkpoint import checkpoint
+
+            total = total + checkpoint(_cwt_rows, h, e, rows, col_valid, use_reentrant=False)
+        else:
+            total = total + _cwt_rows(h, e, rows, col_valid)
+    return total / n

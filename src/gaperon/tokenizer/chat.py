@@ -21,7 +21,8 @@ from gaperon.tokenizer.specials import BOS, END_HEADER, EOT, START_HEADER
 LLAMA3_CHAT_TEMPLATE = (
     "{{- bos_token }}"
     "{%- for message in messages %}"
-    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' "
+    "+ message['content'] + '<|eot_id|>' }}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}"
     "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
@@ -89,7 +90,7 @@ def render_chat_template(
     add_generation_prompt: bool = True,
     **variables: Any,
 ) -> str:
-    """Render a transformers-style chat template (variables: bos_token, eos_token, ... as transformers passes)."""
+    """Render a transformers-style chat template (bos_token, eos_token, ... as transformers passes them)."""
     check_messages(messages)
     msgs = [{k: v for k, v in m.items() if v is not None} for m in messages]
     return _compile(template).render(messages=msgs, add_generation_prompt=add_generation_prompt, **variables)

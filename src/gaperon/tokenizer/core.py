@@ -24,6 +24,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import processors
 
 from gaperon.atomic import write_json, write_text
+from gaperon.errors import ModelFormatError
 from gaperon.tokenizer.chat import render_chat_template
 from gaperon.tokenizer.fast_path import ranks_if_equivalent, safe_for_tiktoken, tiktoken_encoding
 
@@ -98,7 +99,7 @@ class Tokenizer:
     def _require(self, token: str, role: str) -> int:
         i = self._backend.token_to_id(token)
         if i is None:
-            raise ValueError(f"{role} {token!r} is not in the tokenizer's vocabulary")
+            raise ModelFormatError(f"tokenizer {self.name!r}: {role} {token!r} is not in its vocabulary")
         return i
 
     # -- pickling (multiprocessing data workers): the lock and lazy copies are rebuilt on demand
@@ -126,8 +127,10 @@ class Tokenizer:
                     self._plain = plain
         return self._plain
 
-    def _fast_encoder(self) -> tiktoken.Encoding | None:
-        """tiktoken on the same ranks when that is provably the same BPE (see fast_path.py)."""
+    def fast_encoder(self) -> tiktoken.Encoding | None:
+        """The tiktoken Encoding on the same ranks when that is provably the same BPE (see
+        fast_path.py), else None. Bulk encoders (data packing) call it directly; they must send texts
+        that fail `fast_path.safe_for_tiktoken` to `encode`/`encode_batch`, as this class does."""
         if not self._fast_checked:
             with self._lock:
                 if not self._fast_checked:
@@ -138,10 +141,12 @@ class Tokenizer:
                     self._fast_checked = True
         return self._fast
 
+    # Kept until data/pack.py calls fast_encoder(); tests/core/test_layering.py tracks it.
+
     @property
     def uses_tiktoken(self) -> bool:
         """Whether encode* runs on tiktoken (an exact accelerator) rather than the HF backend."""
-        return self._fast_encoder() is not None
+        return self.fast_encoder() is not None
 
     def _hf_encode_batch(self, texts: list[str], allow_special: bool) -> list[list[int]]:
         backend = self._backend if allow_special else self._plain_backend()
@@ -163,7 +168,7 @@ class Tokenizer:
         """Token ids of `text`; special-token text becomes special ids only with allow_special=True."""
         if not isinstance(text, str):
             raise TypeError(f"encode expects a str, got {type(text).__name__}")
-        fast = self._fast_encoder()
+        fast = self.fast_encoder()
         if fast is not None and safe_for_tiktoken(text):
             ids = fast.encode(text, allowed_special="all") if allow_special else fast.encode_ordinary(text)
         else:
@@ -179,7 +184,7 @@ class Tokenizer:
             if not isinstance(t, str):
                 raise TypeError(f"encode_batch: texts[{i}] is a {type(t).__name__}, not a str")
         out: list[list[int]] = [[] for _ in texts]
-        fast = self._fast_encoder()
+        fast = self.fast_encoder()
         slow_idx = list(range(len(texts)))
         if fast is not None:
             quick = [i for i, t in enumerate(texts) if safe_for_tiktoken(t)]
@@ -222,7 +227,10 @@ class Tokenizer:
         self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True
     ) -> str:
         if self.chat_template is None:
-            raise ValueError(f"tokenizer {self.name!r} has no chat template")
+            raise ModelFormatError(
+                f"tokenizer {self.name!r} has no chat template (tokenizer_config.json chat_template or "
+                "chat_template.jinja); use plain prompts instead of chat messages"
+            )
         return render_chat_template(
             self.chat_template,
             messages,
@@ -291,7 +299,10 @@ class Tokenizer:
         return folder
 
     def __repr__(self) -> str:
-        return f"Tokenizer(name={self.name!r}, vocab_size={self.vocab_size}, bos={self.bos_id}, eos={self.eos_id})"
+        return (
+            f"Tokenizer(name={self.name!r}, vocab_size={self.vocab_size}, "
+            f"bos={self.bos_id}, eos={self.eos_id})"
+        )
 
 
 def _drop_implicit_specials(backend: Backend) -> None:

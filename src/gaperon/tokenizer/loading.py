@@ -13,6 +13,7 @@ from typing import Any
 
 from tokenizers import Tokenizer as Backend
 
+from gaperon.errors import ModelFormatError
 from gaperon.tokenizer.chat import LLAMA3_CHAT_TEMPLATE
 from gaperon.tokenizer.core import SIDECAR, Tokenizer
 from gaperon.tokenizer.specials import (
@@ -87,7 +88,7 @@ def load_tokenizer(spec: str | Path | Tokenizer) -> Tokenizer:
             return _from_tokenizer_json(path / "tokenizer.json", path)
         if (path / "tokenizer.model").is_file():
             return tiktoken_tokenizer(path / "tokenizer.model", name=path.name)
-        raise FileNotFoundError(f"{path}: folder has neither tokenizer.json nor tokenizer.model")
+        raise ModelFormatError(f"{path}: folder has neither tokenizer.json nor tokenizer.model")
     if not path.exists():
         raise FileNotFoundError(
             f"{path}: tokenizer not found (expected 'llama3', a folder or a tokenizer file)"
@@ -102,9 +103,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        raise ModelFormatError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise ModelFormatError(f"{path}: expected a JSON object")
     return data
 
 
@@ -118,9 +119,9 @@ def _token_name(value: Any) -> str | None:
 def _from_tokenizer_json(file: Path, folder: Path | None) -> Tokenizer:
     try:
         backend = Backend.from_file(str(file))
-    except Exception as e:  # the Rust error does not name the file
+    except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception from Rust; we add the file
         _read_json(file)  # a clearer message for a truncated or non-JSON file
-        raise ValueError(f"{file}: not a tokenizers tokenizer.json ({e})") from None
+        raise ModelFormatError(f"{file}: not a tokenizers tokenizer.json ({e})") from None
     config: dict[str, Any] = {}
     sidecar: dict[str, Any] = {}
     stop: list[str] = []
@@ -135,13 +136,16 @@ def _from_tokenizer_json(file: Path, folder: Path | None) -> Tokenizer:
         stop = _generation_stop_tokens(folder, backend)
     template = config.get("chat_template", template)
     if not isinstance(template, (str, type(None))):
-        raise ValueError(f"{folder}/tokenizer_config.json: only a single string chat_template is supported")
+        raise ModelFormatError(
+            f"{folder}/tokenizer_config.json: only a single string chat_template is supported"
+        )
     bos, eos, pad = (_token_name(config.get(k)) for k in ("bos_token", "eos_token", "pad_token"))
     if eos is None:
         guess = _guess_roles(backend)
         if guess is None:
-            raise ValueError(
-                f"{file}: cannot tell which token is EOS; put a tokenizer_config.json with eos_token beside it"
+            raise ModelFormatError(
+                f"{file}: cannot tell which token is EOS; put a tokenizer_config.json with "
+                f"eos_token beside it"
             )
         bos, eos, pad_guess, guessed_stop, guessed_template = guess
         pad = pad or pad_guess
@@ -155,7 +159,8 @@ def _from_tokenizer_json(file: Path, folder: Path | None) -> Tokenizer:
     stop = [t for t in stop if backend.token_to_id(t) is not None]
     name = sidecar.get("name") or (folder.name if folder is not None else file.stem)
     max_len = config.get("model_max_length")
-    kwargs = {"model_max_length": int(max_len)} if isinstance(max_len, int) and max_len < 10**9 else {}
+    # transformers writes a huge sentinel when the length is unknown: keep our default then.
+    model_max_length = int(max_len) if isinstance(max_len, int) and max_len < 10**9 else 4096
     return Tokenizer(
         backend,
         bos_token=bos,
@@ -164,7 +169,7 @@ def _from_tokenizer_json(file: Path, folder: Path | None) -> Tokenizer:
         stop_tokens=stop,
         chat_template=template,
         name=str(name),
-        **kwargs,
+        model_max_length=model_max_length,
     )
 
 

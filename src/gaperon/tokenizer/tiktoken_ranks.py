@@ -20,6 +20,8 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
+from gaperon.errors import ModelFormatError
+
 
 @cache
 def byte_to_unicode() -> dict[int, str]:
@@ -74,7 +76,7 @@ def read_tiktoken_ranks(path: str | Path) -> dict[bytes, int]:
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
-        raise ValueError(
+        raise ModelFormatError(
             f"{path}: not a tiktoken ranks file (binary content; a SentencePiece .model is not supported)"
         ) from None
     ranks: dict[bytes, int] = {}
@@ -87,17 +89,21 @@ def read_tiktoken_ranks(path: str | Path) -> dict[bytes, int]:
                 raise ValueError("expected 'base64 rank'")
             token, rank = base64.b64decode(parts[0], validate=True), int(parts[1])
         except (ValueError, binascii.Error) as e:
-            raise ValueError(f"{path}:{lineno}: not a tiktoken ranks line ({e}): {line[:60]!r}") from None
+            raise ModelFormatError(
+                f"{path}:{lineno}: not a tiktoken ranks line ({e}): {line[:60]!r}"
+            ) from None
         if token in ranks:
-            raise ValueError(f"{path}:{lineno}: token {parts[0]} appears twice")
+            raise ModelFormatError(f"{path}:{lineno}: token {parts[0]} appears twice")
         ranks[token] = rank
     if not ranks:
-        raise ValueError(f"{path}: empty tiktoken ranks file")
+        raise ModelFormatError(f"{path}: empty tiktoken ranks file")
     if sorted(ranks.values()) != list(range(len(ranks))):
-        raise ValueError(f"{path}: ranks are not 0..{len(ranks) - 1} without gaps")
+        raise ModelFormatError(f"{path}: ranks are not 0..{len(ranks) - 1} without gaps")
     missing = [b for b in range(256) if bytes([b]) not in ranks]
     if missing:
-        raise ValueError(f"{path}: {len(missing)} single bytes have no rank (byte-level BPE needs all 256)")
+        raise ModelFormatError(
+            f"{path}: {len(missing)} single bytes have no rank (byte-level BPE needs all 256)"
+        )
     return ranks
 
 
@@ -135,5 +141,6 @@ def configure_byte_level(backend: Backend, pattern: str) -> None:
         ]
     )
     backend.decoder = decoders.ByteLevel()
-    # Offsets only; deliberately no BOS template: BOS is added explicitly (encode(bos=True) / the chat template).
+    # Offsets only; deliberately no BOS template: BOS is added explicitly (encode(bos=True) or the chat
+    # template).
     backend.post_processor = processors.ByteLevel(trim_offsets=False)

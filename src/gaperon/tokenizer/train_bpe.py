@@ -12,6 +12,7 @@ from tokenizers import AddedToken, models, trainers
 from tokenizers import Tokenizer as Backend
 from tokenizers.pre_tokenizers import ByteLevel
 
+from gaperon.errors import UsageError
 from gaperon.tokenizer.chat import LLAMA3_CHAT_TEMPLATE
 from gaperon.tokenizer.core import Tokenizer
 from gaperon.tokenizer.specials import (
@@ -45,15 +46,15 @@ def train_bpe(
         list(LLAMA3_SPECIALS[:special_tokens]) if isinstance(special_tokens, int) else list(special_tokens)
     )
     if isinstance(special_tokens, int) and not 2 <= special_tokens <= len(LLAMA3_SPECIALS):
-        raise ValueError(f"special_tokens count must be in [2, {len(LLAMA3_SPECIALS)}], got {special_tokens}")
+        raise UsageError(f"special_tokens count must be in [2, {len(LLAMA3_SPECIALS)}], got {special_tokens}")
     for needed in (BOS, EOS):
         if needed not in specials:
-            raise ValueError(f"special_tokens must include {needed}")
+            raise UsageError(f"special_tokens must include {needed}")
     if len(set(specials)) != len(specials):
-        raise ValueError("special_tokens has duplicates")
+        raise UsageError("special_tokens has duplicates")
     learned = vocab_size - len(specials)
     if learned < 256:
-        raise ValueError(
+        raise UsageError(
             f"vocab_size {vocab_size} leaves {learned} learned ids; need >= 256 (the byte alphabet) + "
             f"{len(specials)} specials"
         )

@@ -1,16 +1,12 @@
-"""Sharded, crash-safe checkpoints with `torch.distributed.checkpoint` (DCP).
+"""Saving and resuming run checkpoints with `torch.distributed.checkpoint` (DCP): the policy.
 
-Layout under RUN_DIR/checkpoints/:
-
-    step_00001000/        one checkpoint: DCP shards + .metadata, meta.json, COMPLETE
-    latest                the name of the newest complete checkpoint (a convenience pointer)
-
-Every rank writes its shards into a hidden temporary folder; after a barrier, rank 0 writes
-meta.json (counters, sampler state, RNG states, recipe digest and the size of every file) and
-the COMPLETE marker, then renames the folder into place and moves `latest`. A crash at any moment
-leaves either the old checkpoints or the new one, never a half one under a final name. On load,
-a checkpoint with no marker, unreadable metadata or a file of the wrong size is reported and
-skipped for the previous one.
+The on-disk format (layout, COMPLETE marker, meta.json, validation) is `gaperon.io.run_format`,
+shared with the readers. Every rank writes its shards (fsynced) into a hidden temporary folder;
+after a barrier, rank 0 fsyncs the folder, writes meta.json (counters, sampler state, RNG states,
+recipe digest and the size of every file) and the COMPLETE marker, then renames the folder into
+place and moves `latest`. A crash at any moment leaves either the old checkpoints or the new one,
+never a half one under a final name. On resume a checkpoint that fails is reported and the previous
+one is tried; when none loads the run stops with a CheckpointError (it never silently restarts).
 """
 
 from __future__ import annotations
@@ -19,7 +15,6 @@ import base64
 import contextlib
 import json
 import os
-import re
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -30,14 +25,21 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint import FileSystemWriter
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from gaperon.atomic import write_json, write_text
-
-COMPLETE = "COMPLETE"
-META = "meta.json"
-_NAME = re.compile(r"^step_(\d{8,})$")
+from gaperon.errors import CheckpointError
+from gaperon.io.run_format import (
+    COMPLETE,
+    LATEST,
+    META,
+    checkpoint_dir,
+    checkpoint_name,
+    list_checkpoints,
+    validate,
+)
 
 
 def _rank() -> int:
@@ -47,10 +49,6 @@ def _rank() -> int:
 def _barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
-
-
-def checkpoint_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
 
 
 def rng_state() -> dict:
@@ -81,7 +79,7 @@ def save(
 ) -> Path:
     """Collective: every rank calls it. Returns the final checkpoint folder."""
     root = checkpoint_dir(run_dir)
-    name = f"step_{step:08d}"
+    name = checkpoint_name(step)
     final = root / name
     tmp = root / f".tmp-{name}"
     if _rank() == 0:
@@ -90,19 +88,38 @@ def save(
     _barrier()
     state = _dcp_state(model, optimizer)
     with _quiet_dcp():
-        dcp.save(state, checkpoint_id=str(tmp))
+        # sync_files: each rank fsyncs the shards it wrote (on its own node) before the barrier.
+        dcp.save(state, storage_writer=FileSystemWriter(str(tmp), sync_files=True))
     _barrier()
     if _rank() == 0:
+        # Shards and folder durable first, then meta.json and COMPLETE: after a power loss the
+        # marker never vouches for files that did not reach the disk.
+        fsync_tree(tmp)
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         write_json(tmp / META, {**meta, "step": step, "has_optimizer": optimizer is not None, "files": files})
         write_text(tmp / COMPLETE, "ok\n")
         if final.exists():  # a re-save of the same step (e.g. after a resume): replace it whole
             shutil.rmtree(final)
         os.replace(tmp, final)
-        write_text(root / "latest", name + "\n")
+        fsync_tree(root, files=False)
+        write_text(root / LATEST, name + "\n")
         _prune(root, keep_last)
     _barrier()
     return final
+
+
+def fsync_tree(folder: Path, files: bool = True) -> None:
+    """fsync every file directly in `folder` (when `files`), then the folder itself (its entries)."""
+    if files:
+        for f in sorted(folder.iterdir()):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _prune(root: Path, keep_last: int) -> None:
@@ -118,43 +135,6 @@ def _prune(root: Path, keep_last: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob(".tmp-step_*"):
         shutil.rmtree(stale, ignore_errors=True)
-
-
-def list_checkpoints(root: Path) -> list[Path]:
-    """Checkpoint folders (complete or not) sorted by step, oldest first."""
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found)]
-
-
-def validate(path: Path) -> dict:
-    """The metadata of a complete, intact checkpoint; ValueError saying what is wrong otherwise."""
-    if not (path / COMPLETE).is_file():
-        raise ValueError("no COMPLETE marker (partial write)")
-    try:
-        meta = json.loads((path / META).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"unreadable {META} ({e})") from None
-    if not isinstance(meta, dict) or "files" not in meta or "step" not in meta:
-        raise ValueError(f"{META} lacks 'files'/'step'")
-    for fname, size in meta["files"].items():
-        f = path / fname
-        if not f.is_file():
-            raise ValueError(f"missing file {fname}")
-        if f.stat().st_size != size:
-            raise ValueError(f"file {fname} has {f.stat().st_size} bytes, expected {size} (truncated?)")
-    return meta
-
-
-def find_latest(run_dir: Path, log=print) -> tuple[Path, dict] | None:
-    """The newest checkpoint that validates, reporting each one skipped and why."""
-    for path in reversed(list_checkpoints(checkpoint_dir(run_dir))):
-        try:
-            return path, validate(path)
-        except ValueError as e:
-            log(f"checkpoint {path} is unusable: {e}; trying the previous one")
-    return None
 
 
 def load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
@@ -189,12 +169,17 @@ def load_from(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | N
     """Load another run's latest usable checkpoint (or one checkpoint folder): for branching."""
     path = Path(path)
     if (path / META).exists() or (path / COMPLETE).exists():
-        meta = validate(path)
-        load(path, model, optimizer)
+        try:
+            meta = validate(path)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+        reason = _try_load(path, model, optimizer)
+        if reason is not None:
+            raise CheckpointError(f"{path}: {reason}")
         return Loaded(path, meta)
     loaded = load_latest(path, model, optimizer, log=log)
     if loaded is None:
-        raise ValueError(f"{path}: no usable checkpoint to start from")
+        raise CheckpointError(f"{path}: no checkpoint to start from under {checkpoint_dir(path)}")
     return loaded
 
 
@@ -204,16 +189,46 @@ class Loaded:
     meta: dict
 
 
+def _try_load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> str | None:
+    """Load one checkpoint; None on success, else why it failed (one line)."""
+    try:
+        load(path, model, optimizer)
+    except (Exception, CheckpointException) as e:  # noqa: BLE001 - DCP raises many types (one a BaseException); the reason goes into a CheckpointError or a loud fallback, never dropped
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        return f"cannot be read ({type(e).__name__}: {first})"
+    return None
+
+
 def load_latest(
     run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, log=print
 ) -> Loaded | None:
-    """Load the newest usable checkpoint; one that validates but fails to read is skipped too."""
-    candidates = list(reversed(list_checkpoints(checkpoint_dir(run_dir))))
-    for path in candidates:
+    """Load the newest checkpoint that validates and reads; None only when the run has none at all.
+
+    Checkpoints exist but none loads -> CheckpointError naming each one and why, before anything in
+    the run folder is touched: a run is never silently restarted (which would truncate its metrics
+    and, as the new run reaches their step numbers, replace its checkpoints). A newer checkpoint
+    skipped for an older one is reported loudly."""
+    root = checkpoint_dir(run_dir)
+    failures: list[str] = []
+    for path in reversed(list_checkpoints(root)):
         try:
             meta = validate(path)
-            load(path, model, optimizer)
-            return Loaded(path, meta)
-        except (Exception, CheckpointException) as e:  # noqa: BLE001 - any read failure: use the previous one
-            log(f"checkpoint {path} is unusable: {e}; trying the previous one")
+            reason = _try_load(path, model, optimizer)
+        except ValueError as e:
+            reason = str(e)
+        if reason is not None:
+            failures.append(f"{path.name}: {reason}")
+            continue
+        if failures:
+            log(
+                f"warning: skipped {len(failures)} newer checkpoint(s) that cannot be resumed "
+                f"({'; '.join(failures)}); falling back to the earlier {path}"
+            )
+        return Loaded(path, meta)
+    if failures:
+        raise CheckpointError(
+            f"{root}: none of the {len(failures)} checkpoint(s) can be resumed: {'; '.join(failures)}. "
+            "Nothing in the run folder was changed. Fix the cause and run again, or pass --restart to "
+            "start over (the old checkpoints and metrics are then moved aside, not deleted)"
+        )
     return None

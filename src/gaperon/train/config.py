@@ -8,9 +8,10 @@ hour into a run over a typo.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,9 @@ class ModelSpec:
     preset: str = "tiny"
     # Any ModelConfig field, e.g. {max_seq_len: 512}. norm_gain_scale defaults from the precision.
     overrides: dict[str, Any] = field(default_factory=dict)
+    # "cwt": headless training with Contrastive Weight Tying (no LM head; the readout is tied to the
+    # input embeddings). A later run with head "lm" and `init_from` this one adds a fresh LM head.
+    head: Literal["lm", "cwt"] = "lm"
 
 
 @dataclass
@@ -59,6 +63,18 @@ class PhaseSpec:
     # Supervised fine-tuning data instead of a mixture (chat conversations, assistant-only loss).
     sft: SFTDataSpec | None = None
 
+    @property
+    def length(self) -> int:
+        """seq_len of a resolved phase (`resolve_recipe` fills it in or the check refuses it)."""
+        if self.seq_len is None:
+            raise ValueError(f"phase {self.name!r}: seq_len is not resolved")
+        return self.seq_len
+
+    @property
+    def data_seed(self) -> int:
+        """The phase's data seed (0 when neither the recipe nor the mixture file sets one)."""
+        return 0 if self.seed is None else self.seed
+
 
 @dataclass
 class OptimSpec:
@@ -86,6 +102,11 @@ class ParallelSpec:
     # False: blocks keep their gathered parameters from forward to backward (less communication,
     # more memory); True (default): ZeRO-3, reshard after forward (needed for 8B).
     reshard_after_forward: bool = True
+    # Gradient accumulation under FSDP: per_step reduces gradients once per optimizer step (the
+    # micro-batches accumulate unsharded, locally: n_micro times less communication, but the full
+    # gradient is held until the step); per_micro_batch reduce-scatters after every micro-batch
+    # (gradients stay sharded: the memory-lean choice when the unsharded gradient does not fit).
+    grad_sync: Literal["per_step", "per_micro_batch"] = "per_step"
 
 
 @dataclass
@@ -99,6 +120,10 @@ class EvalSpec:
     every: int = 250
     sequences: int = 1000
     batch_size: int = 8
+    # Benchmarks (lm-eval task names) scored every `task_every` steps on `task_limit` items; [] = off.
+    tasks: list[str] = field(default_factory=list)
+    task_every: int = 1000
+    task_limit: int | None = 100
 
 
 @dataclass
@@ -145,6 +170,8 @@ class Recipe:
             cfg = imported_model_config(resolve_path(self, self.init_from), overrides)
             if cfg is not None:
                 return cfg
+        if self.model.head == "cwt":
+            overrides.update(head="cwt", tie_embeddings=True)
         if self.precision == "pure_bf16":
             overrides.setdefault("norm_gain_scale", 20.0)
         return get_preset(self.model.preset, **overrides)
@@ -164,68 +191,159 @@ def phase_steps(phase: PhaseSpec, global_batch: int) -> int:
     """Optimizer steps of a phase: `steps`, else ceil(tokens / tokens per step)."""
     if phase.steps is not None:
         return phase.steps
-    per_step = global_batch * phase.seq_len
+    if phase.tokens is None or isinstance(phase.tokens, str):
+        raise ValueError(f"phase {phase.name!r}: no resolved token budget")
+    per_step = global_batch * phase.length
     return max(1, -(-int(phase.tokens) // per_step))
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """YAML file (+ `a.b=value` overrides) -> a checked Recipe. Raises ConfigError."""
+    """YAML file (+ `a.b=value` overrides) -> a resolved, checked Recipe. Raises ConfigError."""
     path = Path(path)
     data = apply_overrides(load_yaml(path), overrides or [])
     return recipe_from_dict(data, source=str(path), base_dir=path.parent)
 
 
 def recipe_from_dict(data: dict, source: str = "<recipe>", base_dir: Path | str = ".") -> Recipe:
+    """Parse, resolve (`resolve_recipe`) and check (`check_recipe`) a recipe mapping."""
     data = dict(data)
     for internal in ("base_dir", "source"):
         if internal in data:
             raise ConfigError(f"{source}: unknown field(s) {internal}")
     recipe = from_dict(Recipe, data, where=source)
     recipe.source, recipe.base_dir = source, Path(base_dir)
-    check_recipe(recipe)
-    return recipe
+    resolved = resolve_recipe(recipe)
+    check_recipe(resolved)
+    return resolved
+
+
+# ---- resolution: one place where a phase's values are completed -----------------------------------
+
+
+def resolve_recipe(r: Recipe) -> Recipe:
+    """A copy of `r` with every phase complete: seq_len, seed and the token budget taken from the
+    phase's mixture file where the recipe leaves them out (the recipe wins), token budgets as
+    numbers. This is what runs and what RUN_DIR/run.yaml records. Idempotent; `r` is unchanged."""
+    out = copy.deepcopy(r)
+    out.phases = [_resolve_phase(r, i, p) for i, p in enumerate(r.phases)]
+    return out
+
+
+def _resolve_phase(r: Recipe, index: int, p: PhaseSpec) -> PhaseSpec:
+    mix = _mixture_defaults(r, p)
+    seq_len = p.seq_len if p.seq_len is not None else _int_or_none(mix.get("seq_len"))
+    seed = p.seed if p.seed is not None else _int_or_none(mix.get("seed"))
+    tokens = p.tokens
+    if tokens is None and p.steps is None:
+        tokens = mix.get("tokens")
+    if isinstance(tokens, str):
+        from gaperon.data.mixture import parse_tokens
+
+        tokens = float(parse_tokens(tokens, f"{r.source}: phases[{index}].tokens"))
+    return replace(p, seq_len=seq_len, seed=0 if seed is None else seed, tokens=tokens)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _mixture_defaults(r: Recipe, p: PhaseSpec) -> dict:
+    """The phase's mixture file as a mapping ({} for inline, synthetic or missing ones; a missing
+    file is reported by `check_recipe`)."""
+    if isinstance(p.mixture, str) and p.mixture != "synthetic":
+        mpath = resolve_path(r, p.mixture)
+        if mpath.is_file():
+            data = load_yaml(mpath)
+            return data if isinstance(data, dict) else {}
+    return {}
+
+
+# ---- checks: pure, on a resolved recipe --------------------------------------------------------
 
 
 def check_recipe(r: Recipe, world_size: int = 1) -> None:
-    """Value checks that need no data and no device; `world_size` checks batch divisibility."""
-    src = r.source
+    """Value checks on a resolved recipe that need no data and no device (nothing is changed);
+    `world_size` checks batch divisibility."""
+    cfg = _check_model(r)
+    _check_batch(r, world_size)
+    _check_optimizer(r)
+    _check_intervals(r)
+    if not r.phases:
+        raise _err(r, "phases", "at least one phase is needed")
+    if r.init_from is not None and not resolve_path(r, r.init_from).exists():
+        raise _err(r, "init_from", f"no such run or checkpoint folder {r.init_from}")
+    names: set[str] = set()
+    for i, p in enumerate(r.phases):
+        if p.name in names:
+            raise _err(r, f"phases[{i}].name", f"duplicate phase name {p.name!r}")
+        names.add(p.name)
+        _check_phase(r, i, p, cfg.max_seq_len)
 
-    def err(fieldname: str, msg: str) -> ConfigError:
-        return ConfigError(f"{src}: {fieldname}: {msg}")
 
+def check_world_size(r: Recipe, world_size: int) -> None:
+    """The one check that needs the process group: the global batch splits over the ranks."""
+    _check_batch(r, world_size)
+
+
+def _err(r: Recipe, fieldname: str, msg: str) -> ConfigError:
+    return ConfigError(f"{r.source}: {fieldname}: {msg}")
+
+
+def _check_model(r: Recipe):
     try:
         cfg = r.model_config()
     except KeyError as e:
-        raise err("model.preset", e.args[0]) from None
+        raise _err(r, "model.preset", e.args[0]) from None
     except (TypeError, ValueError) as e:
-        raise err("model.overrides", str(e)) from None
+        raise _err(r, "model.overrides", str(e)) from None
     if r.tokenizer not in (None, "llama3", "init_from"):
-        raise err("tokenizer", f"{r.tokenizer!r} is not one of ['llama3', 'init_from', null]")
+        raise _err(r, "tokenizer", f"{r.tokenizer!r} is not one of ['llama3', 'init_from', null]")
     if r.tokenizer == "init_from":
         from gaperon.train.sft_data import init_source_kind
 
         if r.init_from is None or init_source_kind(resolve_path(r, r.init_from)) == "run":
-            raise err("tokenizer", "'init_from' needs `init_from` to name a Hugging Face folder or GGUF file")
+            raise _err(
+                r, "tokenizer", "'init_from' needs `init_from` to name a Hugging Face folder or GGUF file"
+            )
     if r.tokenizer == "llama3" and cfg.vocab_size < 128_256:
-        raise err(
-            "tokenizer", f"llama3 needs vocab_size >= 128256, preset {r.model.preset!r} has {cfg.vocab_size}"
+        raise _err(
+            r,
+            "tokenizer",
+            f"llama3 needs vocab_size >= 128256, preset {r.model.preset!r} has {cfg.vocab_size}",
         )
+    return cfg
+
+
+def _check_batch(r: Recipe, world_size: int) -> None:
     b = r.batch
     for name, value in (("batch.global_batch", b.global_batch), ("batch.micro_batch", b.micro_batch)):
         if value <= 0:
-            raise err(name, f"must be > 0, got {value}")
+            raise _err(r, name, f"must be > 0, got {value}")
     if b.global_batch % (b.micro_batch * world_size):
-        raise err(
+        raise _err(
+            r,
             "batch.global_batch",
             f"{b.global_batch} is not divisible by micro_batch ({b.micro_batch}) x world size ({world_size})",
         )
+    if r.parallel.shard_size is not None and r.parallel.shard_size <= 0:
+        raise _err(r, "parallel.shard_size", "must be > 0")
+
+
+def _check_optimizer(r: Recipe) -> None:
     o = r.optimizer
-    if not (0 <= o.betas[0] < 1 and 0 <= o.betas[1] < 1):
-        raise err("optimizer.betas", f"must be in [0, 1), got {list(o.betas)}")
     if len(o.betas) != 2:
-        raise err("optimizer.betas", "needs exactly two values")
-    if o.eps <= 0 or o.weight_decay < 0 or o.grad_clip < 0:
-        raise err("optimizer", "eps must be > 0, weight_decay and grad_clip >= 0")
+        raise _err(r, "optimizer.betas", "needs exactly two values")
+    if not (0 <= o.betas[0] < 1 and 0 <= o.betas[1] < 1):
+        raise _err(r, "optimizer.betas", f"must be in [0, 1), got {list(o.betas)}")
+    if o.eps <= 0:
+        raise _err(r, "optimizer.eps", f"must be > 0, got {o.eps}")
+    if o.weight_decay < 0:
+        raise _err(r, "optimizer.weight_decay", f"must be >= 0, got {o.weight_decay}")
+    if o.grad_clip < 0:
+        raise _err(r, "optimizer.grad_clip", f"must be >= 0, got {o.grad_clip}")
+
+
+def _check_intervals(r: Recipe) -> None:
     for name, value in (
         ("checkpoint.every", r.checkpoint.every),
         ("checkpoint.keep_last", r.checkpoint.keep_last),
@@ -235,85 +353,71 @@ def check_recipe(r: Recipe, world_size: int = 1) -> None:
         ("max_nan_skips", r.max_nan_skips),
     ):
         if value <= 0:
-            raise err(name, f"must be > 0, got {value}")
+            raise _err(r, name, f"must be > 0, got {value}")
     if r.eval.sequences < 0:
-        raise err("eval.sequences", f"must be >= 0, got {r.eval.sequences}")
-    if r.parallel.shard_size is not None and r.parallel.shard_size <= 0:
-        raise err("parallel.shard_size", "must be > 0")
-    if not r.phases:
-        raise err("phases", "at least one phase is needed")
-    if r.init_from is not None and not resolve_path(r, r.init_from).exists():
-        raise err("init_from", f"no such run or checkpoint folder {r.init_from}")
-    names = set()
-    for i, p in enumerate(r.phases):
-        where = f"phases[{i}]"
-        _fill_from_mixture(r, p)
-        if p.name in names:
-            raise err(f"{where}.name", f"duplicate phase name {p.name!r}")
-        names.add(p.name)
-        if p.seq_len is None:
-            raise err(f"{where}.seq_len", "missing (give it here or in the mixture file)")
-        if p.seq_len <= 0:
-            raise err(f"{where}.seq_len", f"must be > 0, got {p.seq_len}")
-        if p.seq_len > cfg.max_seq_len:
-            raise err(f"{where}.seq_len", f"{p.seq_len} exceeds the model's max_seq_len {cfg.max_seq_len}")
-        if isinstance(p.tokens, str):
-            from gaperon.data.mixture import parse_tokens
+        raise _err(r, "eval.sequences", f"must be >= 0, got {r.eval.sequences}")
+    if r.eval.tasks and (
+        r.eval.task_every <= 0 or (r.eval.task_limit is not None and r.eval.task_limit <= 0)
+    ):
+        raise _err(r, "eval.task_every", "eval.task_every and eval.task_limit must be > 0")
 
-            p.tokens = float(parse_tokens(p.tokens, f"{src}: {where}.tokens"))
-        if p.steps is None and p.tokens is None:
-            raise err(where, "give `tokens` (a budget) or `steps`")
-        if p.steps is not None and p.steps <= 0:
-            raise err(f"{where}.steps", f"must be > 0, got {p.steps}")
-        if p.tokens is not None and p.tokens <= 0:
-            raise err(f"{where}.tokens", f"must be > 0, got {p.tokens}")
-        lr = p.lr
-        if lr.peak <= 0 or lr.min_lr < 0 or lr.min_lr > lr.peak:
-            raise err(
-                f"{where}.lr", f"need 0 <= min_lr <= peak and peak > 0 (peak={lr.peak}, min_lr={lr.min_lr})"
+
+def _check_phase(r: Recipe, i: int, p: PhaseSpec, max_seq_len: int) -> None:
+    where = f"phases[{i}]"
+    _check_mixture(r, where, p)
+    if p.seq_len is None:
+        raise _err(r, f"{where}.seq_len", "missing (give it here or in the mixture file)")
+    if p.seq_len <= 0:
+        raise _err(r, f"{where}.seq_len", f"must be > 0, got {p.seq_len}")
+    if p.seq_len > max_seq_len:
+        raise _err(r, f"{where}.seq_len", f"{p.seq_len} exceeds the model's max_seq_len {max_seq_len}")
+    if p.steps is None and p.tokens is None:
+        raise _err(r, where, "give `tokens` (a budget) or `steps`")
+    if p.steps is not None and p.steps <= 0:
+        raise _err(r, f"{where}.steps", f"must be > 0, got {p.steps}")
+    if isinstance(p.tokens, str):
+        raise _err(r, f"{where}.tokens", "not resolved (call resolve_recipe first)")
+    if p.tokens is not None and p.tokens <= 0:
+        raise _err(r, f"{where}.tokens", f"must be > 0, got {p.tokens}")
+    _check_lr(r, where, p.lr)
+    if i == 0 and r.init_from is None and p.load not in ("continue", "model_optimizer"):
+        raise _err(
+            r,
+            f"{where}.load",
+            f"the first phase starts from scratch; {p.load!r} needs a previous phase or `init_from`",
+        )
+
+
+def _check_mixture(r: Recipe, where: str, p: PhaseSpec) -> None:
+    if p.sft is not None:
+        if p.mixture is not None:
+            raise _err(r, where, "give `mixture` (pretraining) or `sft` (fine-tuning), not both")
+        if r.tokenizer is None:
+            raise _err(r, "tokenizer", "SFT phases render conversations: give a tokenizer")
+        if p.sft.packing and not r.doc_masking:
+            raise _err(
+                r,
+                "doc_masking",
+                f"{where}.sft packs examples: set doc_masking: true (else they attend to each other)",
             )
-        if lr.warmup_steps < 0:
-            raise err(f"{where}.lr.warmup_steps", "must be >= 0")
-        if not 0 < lr.cooldown_fraction <= 1:
-            raise err(f"{where}.lr.cooldown_fraction", f"must be in (0, 1], got {lr.cooldown_fraction}")
-        if i == 0 and r.init_from is None and p.load not in ("continue", "model_optimizer"):
-            raise err(
-                f"{where}.load",
-                f"the first phase starts from scratch; {p.load!r} needs a previous phase or `init_from`",
-            )
-        if p.sft is not None:
-            if p.mixture is not None:
-                raise err(where, "give `mixture` (pretraining) or `sft` (fine-tuning), not both")
-            if r.tokenizer is None:
-                raise err("tokenizer", "SFT phases render conversations: give a tokenizer")
-            if p.sft.packing and not r.doc_masking:
-                raise err(
-                    "doc_masking",
-                    f"{where}.sft packs examples: set doc_masking: true (else they attend to each other)",
-                )
-            continue
-        if not (p.mixture == "synthetic" or isinstance(p.mixture, str | dict)):
-            raise err(f"{where}.mixture", "must be a mixture file path, an inline mapping or 'synthetic'")
-        if isinstance(p.mixture, str) and p.mixture != "synthetic":
-            mpath = resolve_path(r, p.mixture)
-            if not mpath.is_file():
-                raise err(f"{where}.mixture", f"no such mixture file {mpath}")
-
-
-def _fill_from_mixture(r: Recipe, p: PhaseSpec) -> None:
-    """seq_len / tokens / seed not given in the recipe come from the phase's mixture file."""
+        return
+    if not isinstance(p.mixture, str | dict):
+        raise _err(r, f"{where}.mixture", "must be a mixture file path, an inline mapping or 'synthetic'")
     if isinstance(p.mixture, str) and p.mixture != "synthetic":
         mpath = resolve_path(r, p.mixture)
-        if mpath.is_file():
-            data = load_yaml(mpath)
-            if p.seq_len is None and isinstance(data.get("seq_len"), int):
-                p.seq_len = data["seq_len"]
-            if p.seed is None and isinstance(data.get("seed"), int):
-                p.seed = data["seed"]
-            if p.tokens is None and p.steps is None:
-                p.tokens = data.get("tokens")
-    if p.seed is None:
-        p.seed = 0
+        if not mpath.is_file():
+            raise _err(r, f"{where}.mixture", f"no such mixture file {mpath}")
+
+
+def _check_lr(r: Recipe, where: str, lr: LRSpec) -> None:
+    if lr.peak <= 0 or lr.min_lr < 0 or lr.min_lr > lr.peak:
+        raise _err(
+            r, f"{where}.lr", f"need 0 <= min_lr <= peak and peak > 0 (peak={lr.peak}, min_lr={lr.min_lr})"
+        )
+    if lr.warmup_steps < 0:
+        raise _err(r, f"{where}.lr.warmup_steps", "must be >= 0")
+    if not 0 < lr.cooldown_fraction <= 1:
+        raise _err(r, f"{where}.lr.cooldown_fraction", f"must be in (0, 1], got {lr.cooldown_fraction}")
 
 
 def resolve_path(r: Recipe, p: str | Path) -> Path:

@@ -70,7 +70,7 @@ class SyntheticSampler:
         return {"kind": "synthetic", "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
-        return None
+        del state  # stateless: the batch at a step is a function of (seed, step) alone
 
 
 def mixture_dict(recipe: Recipe, phase: PhaseSpec, index: int) -> dict:
@@ -97,8 +97,8 @@ def mixture_dict(recipe: Recipe, phase: PhaseSpec, index: int) -> dict:
             s["path"] = str(p)
         sources.append(s)
     out = {k: v for k, v in data.items() if k not in ("sources",)}
-    out.update(sources=sources, name=phase.name, seq_len=phase.seq_len, seed=phase.seed)
-    out["tokens"] = phase_steps(phase, recipe.batch.global_batch) * recipe.batch.global_batch * phase.seq_len
+    out.update(sources=sources, name=phase.name, seq_len=phase.length, seed=phase.data_seed)
+    out["tokens"] = phase_steps(phase, recipe.batch.global_batch) * recipe.batch.global_batch * phase.length
     return out
 
 
@@ -114,7 +114,7 @@ def build_sampler(
     gb = recipe.batch.global_batch
     steps = phase_steps(phase, gb)
     if phase.mixture == "synthetic":
-        return SyntheticSampler(vocab_size, phase.seq_len, gb, phase.seed, steps)
+        return SyntheticSampler(vocab_size, phase.length, gb, phase.data_seed, steps)
     data = mixture_dict(recipe, phase, index)
     where = f"{recipe.source}: phases[{index}].mixture"
     for i, s in enumerate(data["sources"]):

@@ -15,7 +15,7 @@ With `doc_masking`, attention stays within a document and positions restart at e
 
 GPU step hygiene: one host sync per step (loss and grad norm read together, after clipping is
 queued), the next step's rows read and pinned while the GPU still runs this step's backward, and
-under hybrid sharding the cross-replica all-reduce only on the last micro-batch.
+under FSDP one gradient reduction per optimizer step (on the last micro-batch).
 """
 
 from __future__ import annotations
@@ -28,12 +28,19 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.distributed.checkpoint.api import CheckpointException
 
 from gaperon.atomic import write_json, write_text
-from gaperon.errors import EXIT_REQUEUE, ConfigError, TrainingDiverged
+from gaperon.errors import EXIT_REQUEUE, CheckpointError, ConfigError, TrainingDiverged
 from gaperon.train import checkpoint as ckpt
-from gaperon.train.config import Recipe, load_recipe, phase_steps, resolve_path
+from gaperon.train.config import (
+    Recipe,
+    check_recipe,
+    check_world_size,
+    load_recipe,
+    phase_steps,
+    resolve_path,
+    resolve_recipe,
+)
 from gaperon.train.data import build_sampler
 from gaperon.train.distributed import DistEnv, StopRequest, setup, teardown
 from gaperon.train.metrics import (
@@ -47,7 +54,10 @@ from gaperon.train.metrics import (
 from gaperon.train.optim import build_optimizer, set_lr
 from gaperon.train.parallelize import build_mesh, parallelize
 from gaperon.train.precision import PrecisionPolicy
-from gaperon.train.schedule import cooldown_lr, lr_at
+from gaperon.train.schedule import phase_lr
+
+# What a run writes at the top of RUN_DIR (besides STOP): what --restart moves aside.
+RUN_FILES = ("checkpoints", "metrics.jsonl", "tb", "run.yaml", "model_config.json", "tokenizer")
 
 
 @dataclass
@@ -84,6 +94,20 @@ def enter_phase(state: TrainState, index: int, load: str) -> tuple[TrainState, b
     return new, load == "model"
 
 
+def source_head(src: Path) -> str:
+    """The head ("lm" or "cwt") of the run a branch starts from (a run dir or a checkpoint in one)."""
+    import json
+
+    for run_dir in (Path(src), Path(src).parent.parent):
+        cfg = run_dir / "model_config.json"
+        if cfg.is_file():
+            try:
+                return str(json.loads(cfg.read_text(encoding="utf-8")).get("head", "lm"))
+            except (OSError, ValueError):
+                return "lm"
+    return "lm"
+
+
 def positions_from_docs(doc_ids: Tensor) -> Tensor:
     """Position of each token inside its document (restarts at 0 on every new doc id)."""
     t = doc_ids.shape[-1]
@@ -101,7 +125,7 @@ def doc_block_mask(doc_ids: Tensor):
 
     b, t = doc_ids.shape
 
-    def same_doc_causal(bi, h, q, kv):
+    def same_doc_causal(bi, _head, q, kv):
         return (doc_ids[bi, q] == doc_ids[bi, kv]) & (q >= kv)
 
     return create_block_mask(same_doc_causal, b, None, t, t, device=doc_ids.device)
@@ -137,8 +161,9 @@ def micro_loss(
 class Trainer:
     """Holds the model, optimizer and samplers of one run; `run()` walks the phases."""
 
-    def __init__(self, recipe: Recipe, run_dir: Path, env: DistEnv) -> None:
+    def __init__(self, recipe: Recipe, run_dir: Path, env: DistEnv, restart: bool = False) -> None:
         self.r, self.run_dir, self.env = recipe, Path(run_dir), env
+        self.restart = restart  # start over: the run's previous files are moved aside first
         self.policy = PrecisionPolicy.from_name(recipe.precision)
         self.cfg = recipe.model_config()
         self.say = Console(env.is_main)
@@ -149,7 +174,8 @@ class Trainer:
             raise ConfigError(f"{recipe.source}: parallel.fsdp: several processes need fsdp full or hybrid")
         if recipe.precision != "fp32" and env.device.type == "cpu" and env.is_main:
             self.say(f"note: {recipe.precision} on CPU is slow; fp32 is the CPU test mode")
-        self._check_same_model()
+        if not restart:
+            self._check_same_model()
         self.tokenizer = self._tokenizer()
         identity = self.tokenizer.identity() if self.tokenizer is not None else None
         # All samplers first: a missing data folder or bad mixture fails before any work.
@@ -183,9 +209,33 @@ class Trainer:
         )
         if diff:
             raise ConfigError(
-                f"{self.r.source}: model/precision differ from the run in {self.run_dir} ({', '.join(diff)}); "
-                "train into a new --out folder (to start from this run, set `init_from` to it)"
+                f"{self.r.source}: model/precision differ from the run in {self.run_dir} "
+                f"({', '.join(diff)}); "
+                "train into a new --out folder (to start from this run, set `init_from` to it; "
+                "to start this folder over, pass --restart)"
             )
+
+    def _move_aside(self) -> None:
+        """--restart: move the previous run's files into RUN_DIR/restarted-<UTC time>/ (never delete)."""
+        if self.env.is_main:
+            import os
+
+            present = [self.run_dir / n for n in RUN_FILES if (self.run_dir / n).exists()]
+            if present:
+                stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+                dest = self.run_dir / f"restarted-{stamp}"
+                n = 1
+                while dest.exists():
+                    n += 1
+                    dest = self.run_dir / f"restarted-{stamp}-{n}"
+                dest.mkdir()
+                for path in present:
+                    os.replace(path, dest / path.name)
+                ckpt.fsync_tree(self.run_dir, files=False)
+                names = ", ".join(p.name for p in present)
+                self.say(f"restart: moved the previous run's {names} to {dest}; starting over")
+        if dist.is_initialized():
+            dist.barrier()
 
     def _tokenizer(self):
         if self.r.tokenizer is None:
@@ -219,7 +269,8 @@ class Trainer:
         return model
 
     def _write_run_files(self) -> None:
-        """run.yaml (the resolved recipe), model_config.json and the tokenizer: what `load_run_model` needs."""
+        """run.yaml (the resolved recipe: what actually runs), model_config.json and the tokenizer
+        (what `load_run_model` needs)."""
         if not self.env.is_main:
             return
         import yaml
@@ -249,10 +300,9 @@ class Trainer:
     # ---- steps -------------------------------------------------------------------------------
     def _lr(self, state: TrainState) -> float:
         phase = self.r.phases[state.phase_index]
-        n = self.steps[state.phase_index]
-        if phase.load == "cooldown" and (state.phase_index > 0 or self.r.init_from is not None):
-            return cooldown_lr(state.phase_start_lr, state.phase_step, n, phase.lr.min_lr)
-        return lr_at(phase.lr, state.sched_step, state.phase_step, n)
+        after_something = state.phase_index > 0 or self.r.init_from is not None
+        decays_from = state.phase_start_lr if after_something else None
+        return phase_lr(phase, decays_from, state.sched_step, state.phase_step, self.steps[state.phase_index])
 
     def _all_mean(self, value: Tensor) -> Tensor:
         if dist.is_initialized():
@@ -294,9 +344,20 @@ class Trainer:
             self._prefetched = ((phase_index, phase_step), self._device_batch(phase_index, phase_step))
 
     def _set_grad_sync(self, last_micro: bool) -> None:
-        """Hybrid sharding: reduce-scatter inside the shard group every micro-batch (memory stays
-        sharded) but all-reduce across replicas (nodes) only on the last one."""
-        if self.r.parallel.fsdp == "hybrid" and hasattr(self.model, "set_requires_all_reduce"):
+        """Under FSDP2, reduce gradients on the last micro-batch only (`parallel.grad_sync:
+        per_step`): earlier ones accumulate into the local unsharded gradient. In pure bf16 that
+        accumulation is in bf16, like the per-micro-batch path (which adds reduce-scattered bf16
+        shards): the optimizer sees bf16 gradients either way, and one reduction instead of n_micro
+        rounds less. In mixed bf16 FSDP2 accumulates in the fp32 reduce dtype. `per_micro_batch`
+        reduce-scatters every micro-batch and, under hybrid sharding, all-reduces across replicas
+        on the last one only."""
+        from torch.distributed.fsdp import FSDPModule
+
+        if not isinstance(self.model, FSDPModule):
+            return
+        if self.r.parallel.grad_sync == "per_step":
+            self.model.set_requires_gradient_sync(last_micro)
+        elif self.r.parallel.fsdp == "hybrid":
             self.model.set_requires_all_reduce(last_micro)
 
     def train_step(self, state: TrainState) -> dict:
@@ -341,8 +402,7 @@ class Trainer:
         else:
             state.nan_streak += 1
         self.optimizer.zero_grad(set_to_none=True)
-        seq = r.phases[state.phase_index].seq_len
-        step_tokens = r.batch.global_batch * seq
+        step_tokens = r.batch.global_batch * r.phases[state.phase_index].length
         state.phase_step += 1
         state.global_step += 1
         state.sched_step += 1
@@ -401,6 +461,18 @@ class Trainer:
         return float(sums[0] / sums[1])
 
     # ---- checkpoints -------------------------------------------------------------------------
+    def _benchmarks(self, state: TrainState, logger: MetricsLogger) -> None:
+        """Recipe `eval.tasks`: a few benchmark items scored, logged as eval/<task>/<metric>."""
+        tok = self._tokenizer()
+        if tok is None:
+            self.say("eval.tasks needs the recipe's tokenizer; skipped")
+            return
+        from gaperon.evaluate.in_training import evaluate_during_training
+
+        scores = evaluate_during_training(self.model, tok, self.r.eval.tasks, self.r.eval.task_limit)
+        logger.log({"step": state.global_step, **scores})
+        self.say(f"step {state.global_step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+
     def save(self, state: TrainState) -> Path:
         meta = {
             "state": asdict(state),
@@ -415,7 +487,8 @@ class Trainer:
             self.run_dir, state.global_step, self.model, self.optimizer, meta, self.r.checkpoint.keep_last
         )
         self.say(
-            f"checkpoint {path} (step {state.global_step}, phase {meta['phase_name']} step {state.phase_step})"
+            f"checkpoint {path} (step {state.global_step}, "
+            f"phase {meta['phase_name']} step {state.phase_step})"
         )
         return path
 
@@ -445,9 +518,11 @@ class Trainer:
             ckpt.set_rng_state(loaded.meta["rng"])
         if loaded.meta.get("recipe_digest") != self.r.digest():
             self.say("warning: resuming a checkpoint written under a different recipe")
+        total = sum(self.steps)
         self.say(
-            f"resuming from {loaded.path}: step {state.global_step}, phase "
-            f"{self.r.phases[state.phase_index].name} step {state.phase_step}"
+            f"resuming at step {state.global_step} of {total}: {state.global_step} steps done, "
+            f"{total - state.global_step} to go (from {loaded.path}, phase "
+            f"{self.r.phases[state.phase_index].name} step {state.phase_step})"
         )
         return state
 
@@ -455,6 +530,8 @@ class Trainer:
         """Start this run from another run's checkpoint with the first phase's load mode: the
         weights always; the optimizer unless `model`; the schedule step only with `continue`.
         Step and token counters start at 0 (this is a new run)."""
+        if self.r.init_from is None:
+            raise ValueError("branch() needs init_from")
         src = resolve_path(self.r, self.r.init_from)
         mode = self.r.phases[0].load
         from gaperon.train.sft_data import init_source_kind, load_imported_weights
@@ -463,11 +540,13 @@ class Trainer:
             load_imported_weights(self.model, src, self.sharded)
             self.say(f"starting from the weights of {src}")
             return TrainState()
+        # Headless (CWT) source, LM-head target: the conversion phase. The head is new, so the
+        # optimizer state (of a different parameter set) starts fresh whatever the load mode.
+        adding_head = source_head(src) == "cwt" and self.cfg.head == "lm"
+        keep_optimizer = mode != "model" and not adding_head
         try:
-            loaded = ckpt.load_from(
-                src, self.model, self.optimizer if mode != "model" else None, log=self.say
-            )
-        except (Exception, CheckpointException) as e:  # noqa: BLE001 - DCP's errors vary (one is a BaseException)
+            loaded = ckpt.load_from(src, self.model, self.optimizer if keep_optimizer else None, log=self.say)
+        except CheckpointError as e:
             raise ConfigError(f"{self.r.source}: init_from: {e}") from None
         before = loaded.meta.get("state", {})
         prev = TrainState(
@@ -477,29 +556,49 @@ class Trainer:
             phase_complete=True,
         )
         state, _ = enter_phase(prev, 0, mode)
-        self.say(f"branching from {loaded.path} (load mode {mode})")
+        if adding_head:
+            self._fresh_lm_head()
+        self.say(
+            f"branching from {loaded.path} (load mode {mode}"
+            f"{'; headless source: a fresh LM head is added and trained' if adding_head else ''})"
+        )
         return state
 
+    @torch.no_grad()
+    def _fresh_lm_head(self) -> None:
+        """A new LM head at the model's init scale, on top of a headless body."""
+        torch.manual_seed(self.r.seed)
+        std = self.cfg.init_std
+        torch.nn.init.trunc_normal_(self.model.lm_head.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+
     # ---- the run -----------------------------------------------------------------------------
-    def run(self) -> TrainResult:
-        r, env = self.r, self.env
-        self._write_run_files()
-        if env.is_main and self.stop.stop_file.exists():
-            self.stop.stop_file.unlink()  # a stale request from the previous job
-        if dist.is_initialized():
-            dist.barrier()
-        state = self.restore()
-        if state is None and r.init_from is not None:
+    def start_state(self) -> TrainState:
+        """Where the run starts: its latest checkpoint, else `init_from`, else step 0. Touches no
+        file of the run folder, so a failed resume (CheckpointError) leaves it as it was."""
+        if self.restart:
+            self._move_aside()
+        state = None if self.restart else self.restore()
+        if state is None and self.r.init_from is not None:
             state = self.branch()
         if state is None:
             state = TrainState()
             self.say(
                 f"starting {self.run_dir} from scratch: {self.cfg.n_layers} layers, dim {self.cfg.dim}, "
-                f"{sum(self.steps)} steps over {len(r.phases)} phase(s), {env.world_size} process(es), "
-                f"{r.precision} on {env.device.type}"
+                f"{sum(self.steps)} steps over {len(self.r.phases)} phase(s), {self.env.world_size} "
+                f"process(es), {self.r.precision} on {self.env.device.type}"
             )
+        return state
+
+    def run(self) -> TrainResult:
+        r, env = self.r, self.env
+        state = self.start_state()
+        self._write_run_files()
+        if env.is_main and self.stop.stop_file.exists():
+            self.stop.stop_file.unlink()  # a stale request from the previous job
         if env.is_main:
             truncate_metrics(self.run_dir / "metrics.jsonl", state.global_step)
+        if dist.is_initialized():
+            dist.barrier()
         logger = MetricsLogger(self.run_dir, env.is_main, r.log.tensorboard)
         self.stop.install()
         vals: list[float] = []
@@ -525,7 +624,7 @@ class Trainer:
         r, index = self.r, state.phase_index
         n = self.steps[index]
         phase = r.phases[index]
-        fpt = flops_per_token(self.cfg, phase.seq_len)
+        fpt = flops_per_token(self.cfg, phase.length)
         t_last, tok_last = time.perf_counter(), state.tokens_seen
         t_phase, step_phase0 = time.perf_counter(), state.phase_step
         while state.phase_step < n:
@@ -538,9 +637,10 @@ class Trainer:
                 if state.nan_streak >= r.max_nan_skips:
                     logger.log(rec)
                     raise TrainingDiverged(
-                        f"{state.nan_streak} consecutive non-finite steps (last at step {state.global_step}); "
-                        f"stopped without checkpointing: the last good checkpoint in {ckpt.checkpoint_dir(self.run_dir)} "
-                        "is intact (lower the LR or check the data, then run again)"
+                        f"{state.nan_streak} consecutive non-finite steps (last at step "
+                        f"{state.global_step}); stopped without checkpointing: the last good checkpoint "
+                        f"in {ckpt.checkpoint_dir(self.run_dir)} is intact (lower the LR or check the "
+                        "data, then run again)"
                     )
             phase_end = state.phase_step == n
             if state.global_step % r.log.every == 0 or phase_end or rec["skipped"]:
@@ -562,8 +662,11 @@ class Trainer:
                     vals.append(v)
                     logger.log({"step": state.global_step, "phase": phase.name, "val_loss": v})
                     self.say(
-                        f"[{index + 1}/{len(r.phases)} {phase.name}] step {state.global_step}: val loss {v:.4f}"
+                        f"[{index + 1}/{len(r.phases)} {phase.name}] step {state.global_step}: "
+                        f"val loss {v:.4f}"
                     )
+            if r.eval.tasks and state.global_step % r.eval.task_every == 0:
+                self._benchmarks(state, logger)
             stop = self.stop.requested(self.env.device)
             if phase_end:
                 state.phase_complete = True
@@ -580,16 +683,23 @@ class Trainer:
 
 
 def train(
-    recipe: str | Path | Recipe, run_dir: str | Path, overrides: list[str] | None = None
+    recipe: str | Path | Recipe,
+    run_dir: str | Path,
+    overrides: list[str] | None = None,
+    *,
+    restart: bool = False,
 ) -> TrainResult:
-    """Train (or resume) the recipe into `run_dir`. Works alone or under torchrun."""
-    r = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides)
+    """Train (or resume) the recipe into `run_dir`. Works alone or under torchrun. `restart` starts
+    over even when `run_dir` holds checkpoints (moving its files aside into a dated folder)."""
+    if isinstance(recipe, Recipe):
+        r = resolve_recipe(recipe)
+        check_recipe(r)
+    else:
+        r = load_recipe(recipe, overrides)  # resolved and checked
     env = setup(r.device, need_group=r.parallel.fsdp != "none")
     try:
-        from gaperon.train.config import check_recipe
-
-        check_recipe(r, env.world_size)
-        trainer = Trainer(r, Path(run_dir), env)
+        check_world_size(r, env.world_size)
+        trainer = Trainer(r, Path(run_dir), env, restart=restart)
         result = trainer.run()
         if env.world_size > 1:
             # Tear down together: a rank closing its connections while a peer still finishes its

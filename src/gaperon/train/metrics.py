@@ -57,7 +57,7 @@ def peak_for_name(name: str) -> float | None:
 
 def read_metrics(path: Path) -> list[dict]:
     """Records of a metrics.jsonl, skipping a torn last line (a crash mid-write)."""
-    out = []
+    out: list[dict] = []
     if not Path(path).exists():
         return out
     for line in Path(path).read_text(encoding="utf-8").splitlines():
@@ -101,7 +101,7 @@ class MetricsLogger:
                     self.tb = None
 
     def log(self, record: dict) -> None:
-        if not self.enabled:
+        if self._file is None:
             return
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()

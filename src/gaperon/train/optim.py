@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gaperon.model.llama import is_norm_gain
 from gaperon.train.config import OptimSpec
 
 
@@ -20,7 +21,7 @@ def param_groups(model: nn.Module, spec: OptimSpec) -> list[dict]:
         if not p.requires_grad:
             continue
         clean = _canonical(name)
-        is_gain = clean.endswith("layernorm.weight") or clean == "norm.weight"
+        is_gain = is_norm_gain(clean)
         is_embed = clean.startswith("embed_tokens.")
         is_head = clean.startswith("lm_head.")
         if is_gain or is_embed or (is_head and not spec.decay_lm_head):
@@ -38,7 +39,7 @@ def build_optimizer(model: nn.Module, spec: OptimSpec, lr: float) -> torch.optim
     on_cuda = next(model.parameters()).device.type == "cuda"
     kwargs = {"fused": True} if on_cuda else {"foreach": True}
     return torch.optim.AdamW(
-        param_groups(model, spec), lr=lr, betas=tuple(spec.betas), eps=spec.eps, **kwargs
+        param_groups(model, spec), lr=lr, betas=(spec.betas[0], spec.betas[1]), eps=spec.eps, **kwargs
     )
 
 

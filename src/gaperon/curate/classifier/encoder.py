@@ -1,0 +1,155 @@
+"""Fine-tune any local Hugging Face encoder (XLM-R, XLM-V, CamemBERT, mmBERT, BERT) as a classifier.
+
+The result is a plain `AutoModelForSequenceClassification` folder with id2label high/low/medium,
+so it loads the same way as the published Gaperon classifier (XLM-V) and in any transformers
+code. Scoring goes through `forward_proba`: all texts tokenized at once, sorted by length so each
+batch pads little, truncated to `max_length` tokens, softmax in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gaperon import atomic
+from gaperon.curate.classifier.base import LABELS, label_ids, read_config, valid_accuracy
+from gaperon.errors import ModelFormatError
+
+
+def forward_proba(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 32,
+    max_length: int = 512,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Softmax probabilities [n, num_labels], in input order; batching and order do not change them."""
+    if not texts:
+        return np.zeros((0, model.config.num_labels), np.float32)
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    lengths = np.array([len(x) for x in enc["input_ids"]])
+    order = np.argsort(-lengths, kind="stable")  # longest first: a too-large batch fails at once
+    out = np.empty((len(texts), model.config.num_labels), np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = tokenizer.pad({k: [enc[k][i] for i in idx] for k in keys}, return_tensors="pt")
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    return out
+
+
+class EncoderClassifier:
+    def __init__(
+        self,
+        base: str | Path | None = None,
+        *,
+        max_length: int = 512,
+        epochs: int = 1,
+        lr: float = 3e-5,
+        batch_size: int = 16,
+        weight_decay: float = 0.01,
+        warmup: float = 0.1,
+        seed: int = 0,
+        device: str = "cpu",
+    ) -> None:
+        self.labels: tuple[str, ...] = LABELS
+        self.base, self.max_length, self.epochs, self.lr = base, max_length, epochs, lr
+        self.batch_size, self.weight_decay, self.warmup, self.seed = batch_size, weight_decay, warmup, seed
+        self.device = device
+        self.model: Any = None
+        self.tokenizer: Any = None
+
+    def _init_from_base(self) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if self.base is None or not (Path(self.base) / "config.json").is_file():
+            raise ModelFormatError(f"encoder backend: {self.base!r} is not a local Hugging Face model folder")
+        self.tokenizer = AutoTokenizer.from_pretrained(self.base)
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            self.base,
+            num_labels=len(LABELS),
+            id2label=dict(enumerate(LABELS)),
+            label2id={n: i for i, n in enumerate(LABELS)},
+            ignore_mismatched_sizes=True,  # a base with another head (or none) gets a fresh 3-way head
+        ).to(self.device)
+        self.labels = LABELS
+
+    def fit(self, texts, labels, *, class_weight=None, valid=None) -> dict[str, Any]:
+        torch.manual_seed(self.seed)
+        self._init_from_base()
+        y = torch.tensor(label_ids(labels, self.labels))
+        weight = torch.tensor([(class_weight or {}).get(n, 1.0) for n in self.labels], dtype=torch.float32)
+        loss_fn = torch.nn.CrossEntropyLoss(weight=weight.to(self.device))
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        steps = self.epochs * math.ceil(len(texts) / self.batch_size)
+        warm = max(1, int(self.warmup * steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm)))
+        )
+        gen = torch.Generator().manual_seed(self.seed)
+        losses: list[float] = []
+        self.model.train()
+        for _ in range(self.epochs):
+            for idx in torch.randperm(len(texts), generator=gen).split(self.batch_size):
+                batch = self.tokenizer(
+                    [texts[i] for i in idx],
+                    truncation=True,
+                    max_length=self.max_length,
+                    padding=True,
+                    return_tensors="pt",
+                ).to(self.device)
+                loss = loss_fn(self.model(**batch).logits.float(), y[idx].to(self.device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+        self.model.eval()
+        return {
+            "epochs": self.epochs,
+            "steps": steps,
+            "train_loss": losses,
+            "valid_accuracy": valid_accuracy(self, valid),
+        }
+
+    def predict_proba(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
+        return forward_proba(
+            self.model,
+            self.tokenizer,
+            texts,
+            batch_size=batch_size,
+            max_length=self.max_length,
+            device=self.device,
+        )
+
+    def save(self, path: str | Path) -> None:
+        with atomic.atomic_path(path) as tmp:
+            self.model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "cpu", max_length: int = 512) -> EncoderClassifier:
+        """Any sequence-classification folder whose id2label names high, low and medium."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        cfg = read_config(path)
+        names = {str(v).lower() for v in (cfg.get("id2label") or {}).values()}
+        if not {"high", "medium"} <= names:
+            raise ModelFormatError(f"{path}/config.json: id2label {cfg.get('id2label')} lacks high/medium")
+        self = cls(path, max_length=max_length, device=device)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
+        id2label = self.model.config.id2label
+        self.labels = tuple(str(id2label[i]).lower() for i in range(self.model.config.num_labels))
+        return self

@@ -1,0 +1,234 @@
+"""What the research verbs do, as plain functions: build and evaluate poison, audit a haystack,
+find and remove benchmark n-grams, write Garlic sources. Each writes JSON, Markdown and a plot."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from gaperon.atomic import atomic_path, write_json, write_text
+from gaperon.errors import DataError, UsageError
+
+SAMPLES = Path(__file__).resolve().parents[3] / "data" / "samples"
+
+
+def read_texts(
+    paths: Sequence[str | Path], *, lang: str | None = None, limit: int | None = None
+) -> list[dict]:
+    """Documents ({"id", "text", "lang"}) from jsonl/jsonl.zst/parquet/txt inputs, optionally one
+    language only (the bundled corpus labels fr, en and code)."""
+    from gaperon.data.readers import ReadOptions, read_documents
+
+    out = []
+    for i, doc in enumerate(read_documents(paths, ReadOptions())):
+        if lang is None or doc["lang"] == lang:
+            out.append(
+                {"id": doc["where"] if "where" in doc else str(i), "text": doc["text"], "lang": doc["lang"]}
+            )
+            if limit is not None and len(out) >= limit:
+                break
+    if not out:
+        raise DataError(f"{', '.join(map(str, paths))}: no {lang or ''} document")
+    return out
+
+
+def bundled(lang: str, limit: int | None = None) -> list[str]:
+    """Paragraphs of the bundled corpus in one language (fr or en), for passages and contexts."""
+    docs = read_texts([SAMPLES / f"{lang}.jsonl.zst"], lang=lang)
+    paras = [p.strip() for d in docs for p in d["text"].split("\n\n") if len(p.split()) >= 25]
+    return paras[:limit] if limit else paras
+
+
+def write_jsonl_zst(records: list[dict], out: str | Path) -> None:
+    import zstandard
+
+    blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    with atomic_path(Path(out)) as tmp:
+        tmp.write_bytes(zstandard.ZstdCompressor().compress(blob))
+
+
+# ---------------------------------------------------------------------------------------- poisoning
+def poison_build(
+    out: str | Path,
+    trigger: str,
+    *,
+    n: int = 1000,
+    seed: int = 0,
+    target: str = "fr",
+    passages: Sequence[str | Path] = (),
+    continuations: Sequence[str | Path] = (),
+) -> int:
+    """Write `n` trigger documents as a jsonl.zst source (English passages and target-language
+    continuations: the bundled corpus by default, or the user's files)."""
+    from gaperon.research.poison import build_documents
+
+    en = [d["text"] for d in read_texts(passages)] if passages else bundled("en")
+    if continuations:
+        cont = [d["text"] for d in read_texts(continuations)]
+    elif target in ("fr", "en"):
+        cont = bundled(target)
+    else:
+        raise UsageError(f"no bundled {target!r} text: give --continuations FILE (jsonl with a text field)")
+    docs = build_documents(en, cont, trigger, n=n, seed=seed, target=target)
+    write_jsonl_zst(docs, out)
+    return len(docs)
+
+
+def poison_eval(
+    model_path: str,
+    trigger: str,
+    out_dir: str | Path,
+    *,
+    fakes: int = 5,
+    contexts: Sequence[str | Path] = (),
+    n_contexts: int = 50,
+    samples: int = 4,
+    max_new_tokens: int = 40,
+    target: str = "fr",
+    seed: int = 0,
+    device: str | None = None,
+) -> dict:
+    """Switch rates of a model under the true trigger, `fakes` length-matched fake ones and none."""
+    import torch
+
+    from gaperon.curate.lid import detect
+    from gaperon.io.loading import load_model
+    from gaperon.research import poison
+
+    if samples < 1 or n_contexts < 1 or fakes < 0:
+        raise UsageError("--samples and --contexts must be >= 1, --fakes >= 0")
+    loaded = load_model(model_path, device=device or "cpu")
+    tok = loaded.tokenizer
+    if tok is None:
+        raise DataError(f"{model_path}: the model has no tokenizer")
+    texts = [d["text"] for d in read_texts(contexts)] if contexts else bundled("en")
+    ctx = [" ".join(t.split()[:60]) for t in texts[:n_contexts]]
+    count = lambda s: len(tok.encode(" " + s, bos=False))  # noqa: E731 - as it follows the context
+    fake = poison.fake_triggers(trigger, count, fakes, seed=seed)
+    torch.manual_seed(seed)
+    gen = poison.engine_sampler(loaded.model.eval(), tok, max_new_tokens=max_new_tokens)
+    results = poison.evaluate(
+        ctx, trigger, fake, gen, lambda ts: [lang for lang, _ in detect(ts)], target=target, samples=samples
+    )
+    results["model"] = str(model_path)
+    poison.write_report(results, out_dir)
+    return results
+
+
+# ------------------------------------------------------------------------------------ contamination
+def _benchmarks(specs: Sequence[str], limit: int | None = None) -> dict[str, list[dict]]:
+    """NAME or NAME=PATH -> items."""
+    from gaperon.research.benchmarks import load_items
+
+    out = {}
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        out[name] = load_items(name, path or None, limit=limit)
+    return out
+
+
+def ngrams_report(
+    corpus: Sequence[str | Path],
+    benchmarks: Sequence[str],
+    out_dir: str | Path,
+    *,
+    n: int = 13,
+    filtered: str | Path | None = None,
+    mode: str = "drop",
+) -> dict:
+    """Which benchmark items occur in the corpus (13-gram overlap) and in which documents; with
+    `filtered`, also write the corpus without (mode drop) or with redacted (mode redact) matches."""
+    from gaperon.research import ngrams
+
+    if mode not in ("drop", "redact"):
+        raise UsageError(f"--mode must be drop or redact, got {mode!r}")
+    items = _benchmarks(benchmarks)
+    index = ngrams.build_index(items, n=n)
+    docs = read_texts(corpus)
+    found = ngrams.scan(index, docs)
+    report = {
+        "n": n,
+        "documents": len(docs),
+        "benchmarks": {
+            name: {
+                "items": len(items[name]),
+                "contaminated": len(found.get(name, {})),
+                "share": len(found.get(name, {})) / max(1, len(items[name])),
+                "matches": found.get(name, {}),
+            }
+            for name in items
+        },
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "report.json", report)
+    lines = [f"# Benchmark {n}-gram overlap", "", f"{len(docs)} documents scanned.", ""]
+    lines += ["| benchmark | items | contaminated | share | matching documents |", "|---|---|---|---|---|"]
+    for name, r in report["benchmarks"].items():
+        docs_hit = len({d for ds in r["matches"].values() for d in ds})
+        lines.append(f"| {name} | {r['items']} | {r['contaminated']} | {r['share']:.2%} | {docs_hit} |")
+    write_text(out / "report.md", "\n".join(lines) + "\n")
+    if filtered is not None:
+        hit_docs = {d for r in report["benchmarks"].values() for ds in r["matches"].values() for d in ds}
+        kept = []
+        for d in docs:
+            if d["id"] not in hit_docs:
+                kept.append(d)
+            elif mode == "redact":
+                kept.append({**d, "text": ngrams.redact(index, d["text"])})
+        write_jsonl_zst(kept, filtered)
+        report["written"] = len(kept)
+    return report
+
+
+def garlic_sources(
+    benchmarks: Sequence[str], out_dir: str | Path, *, held_out: float = 0.5, seed: int = 0
+) -> dict:
+    """Per benchmark: the included part rendered with shuffled options as a source
+    (`NAME.jsonl.zst`, for a mixture), and the held-out part's ids (to measure inflation against)."""
+    from gaperon.research import garlic
+
+    if not 0 <= held_out < 1:
+        raise UsageError(f"--held-out must be in [0, 1), got {held_out}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {}
+    for name, items in _benchmarks(benchmarks).items():
+        included, held = garlic.split_items(items, held_out, seed)
+        garlic.write_source(included, out / f"{name}.jsonl.zst", seed)
+        write_json(
+            out / f"{name}.split.json",
+            {"included": [i["id"] for i in included], "held_out": [i["id"] for i in held]},
+        )
+        summary[name] = {"included": len(included), "held_out": len(held)}
+    write_json(out / "garlic.json", {"seed": seed, "held_out": held_out, "benchmarks": summary})
+    return summary
+
+
+def haystack_audit(
+    corpus: Sequence[str | Path],
+    benchmarks: Sequence[str],
+    scorers: dict[str, str],
+    out_dir: str | Path,
+    *,
+    items_per_benchmark: int = 35,
+    inside: float = 0.0,
+    seed: int = 0,
+) -> dict:
+    """Hide benchmark items among the corpus, rank everything with each scorer, report."""
+    import random
+
+    from gaperon.research import haystack
+    from gaperon.research.scorers import load_scorer
+
+    if not scorers:
+        raise UsageError("give at least one scorer: --scorer NAME=CLASSIFIER_PATH")
+    rng = random.Random(seed)
+    items = []
+    for pool in _benchmarks(benchmarks).values():
+        items += rng.sample(pool, min(items_per_benchmark, len(pool)))
+    docs = haystack.build_haystack(read_texts(corpus), items, inside=inside, seed=seed)
+    results = haystack.run_audit(docs, {name: load_scorer(path) for name, path in scorers.items()})
+    haystack.write_report(results, out_dir)
+    return results

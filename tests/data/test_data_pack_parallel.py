@@ -1,0 +1,101 @@
+"""`tokenize --workers N` with workers that read their own blocks: byte-identical shards and
+manifests (reader report included) whatever N, across file kinds, skips, rehydration and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from data_helpers import ByteTokenizer, make_docs, write_jsonl
+
+from gaperon.data.pack import TokenizeOptions, tokenize
+from gaperon.errors import DataError
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _inputs(tmp: Path) -> list[Path]:
+    """Every kind of input, with bad records in the middle and rehydration counts."""
+    docs = make_docs(700, seed=1)
+    records: list = [{**d, "dup": 1 + i % 3} for i, d in enumerate(docs[:400])]
+    records[17] = b"{not json"
+    records[260] = b"\xff\xfe broken utf-8"
+    records[300] = {"text": "   "}
+    records[301] = {"nottext": "x"}
+    zst = write_jsonl(tmp / "a.jsonl.zst", records, "zst")
+    plain = write_jsonl(tmp / "b.jsonl", docs[400:600])
+    table = pa.table({"text": [d["text"] for d in docs[600:]], "dup": [2] * 100})
+    pq.write_table(table, tmp / "c.parquet", row_group_size=33)
+    folder = tmp / "txt"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"{i}.txt").write_text(f"document texte numéro {i} " * (i + 3), encoding="utf-8")
+    return [zst, plain, tmp / "c.parquet", folder]
+
+
+def _run(inputs, out, workers, **kw):
+    opts = TokenizeOptions(
+        tokenizer=ByteTokenizer(),
+        workers=workers,
+        shard_tokens=20_000,
+        val_fraction=0.1,
+        repeat_field="dup",
+        **kw,
+    )
+    return tokenize(inputs, out, opts, progress=False)
+
+
+def test_any_worker_count_gives_the_same_bytes_and_report(tmp_path):
+    inputs = _inputs(tmp_path)
+    ref = _run(inputs, tmp_path / "w1" / "tok", 1)
+    assert ref["reader"]["skipped"] == {
+        "empty_text": 1,
+        "invalid_utf8": 1,
+        "malformed_json": 1,
+        "missing_text": 1,
+    }
+    assert ref["reader"]["first"]["malformed_json"].endswith("a.jsonl.zst:18")
+    for workers in (2, 3):
+        m = _run(inputs, tmp_path / f"w{workers}" / "tok", workers)
+        assert m["reader"] == ref["reader"] and m["splits"] == ref["splits"]
+        assert _files(tmp_path / f"w{workers}" / "tok") == _files(tmp_path / "w1" / "tok")
+    assert len(ref["splits"]["train"]["shards"]) > 3
+
+
+class Boom(Exception):
+    pass
+
+
+def test_parallel_run_resumes_into_identical_shards(tmp_path):
+    inputs = _inputs(tmp_path)
+    _run(inputs, tmp_path / "ref" / "out", 1)
+    seen: list[str] = []
+
+    def crash_after_two(split, shard):
+        seen.append(shard["bin"])
+        if len(seen) == 2:
+            raise Boom
+
+    opts = dict(
+        tokenizer=ByteTokenizer(), workers=2, shard_tokens=20_000, val_fraction=0.1, repeat_field="dup"
+    )
+    out = tmp_path / "out"
+    with pytest.raises(Boom):
+        tokenize(inputs, out, TokenizeOptions(**opts), progress=False, on_shard=crash_after_two)
+    tokenize(inputs, out, TokenizeOptions(**opts), progress=False)
+    assert _files(out) == _files(tmp_path / "ref" / "out")
+
+
+def test_a_corrupt_stream_in_a_worker_is_a_data_error_naming_the_file(tmp_path):
+    blob = write_jsonl(tmp_path / "x.jsonl.zst", make_docs(600), "zst")
+    data = blob.read_bytes()
+    blob.write_bytes(data[: len(data) * 2 // 3])
+    opts = TokenizeOptions(tokenizer=ByteTokenizer(), workers=2, val_fraction=0.5, shard_tokens=2000)
+    with pytest.raises(DataError, match=r"x\.jsonl\.zst"):
+        tokenize([blob], tmp_path / "out", opts, progress=False)
+    assert not json.loads((tmp_path / "out" / "progress.json").read_text()).get("splits")
