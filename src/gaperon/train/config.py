@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gaperon.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from gaperon.data.sft.spec import SFTDataSpec
 
 Precision = Literal["pure_bf16", "mixed_bf16", "fp32"]
 LoadMode = Literal["continue", "model_optimizer", "model", "cooldown"]
@@ -49,7 +50,7 @@ class LRSpec:
 class PhaseSpec:
     name: str
     # A mixture file (relative to the recipe), an inline mapping, or "synthetic" (tests, benchmarks).
-    mixture: Any
+    mixture: Any = None
     # seq_len, tokens and seed default to the mixture file's values.
     seq_len: int | None = None
     # Token budget of the phase ("100B", "3T" or a number; default: the mixture file's); `steps` wins.
@@ -59,6 +60,8 @@ class PhaseSpec:
     lr: LRSpec = field(default_factory=LRSpec)
     # How this phase starts from the previous one (ignored for the first phase).
     load: LoadMode = "continue"
+    # Supervised fine-tuning data instead of a mixture (chat conversations, assistant-only loss).
+    sft: SFTDataSpec | None = None
 
     @property
     def length(self) -> int:
@@ -135,7 +138,8 @@ class LogSpec:
 class Recipe:
     phases: list[PhaseSpec]
     model: ModelSpec = field(default_factory=ModelSpec)
-    # "llama3" (saved into RUN_DIR/tokenizer/) or null for synthetic token ids.
+    # "llama3" (saved into RUN_DIR/tokenizer/), null for synthetic token ids, or "init_from": the
+    # tokenizer of the Hugging Face folder or GGUF file `init_from` names (its template included).
     tokenizer: str | None = "llama3"
     precision: Precision = "pure_bf16"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -160,6 +164,12 @@ class Recipe:
         from gaperon.model.presets import get_preset
 
         overrides = dict(self.model.overrides)
+        if self.init_from is not None:
+            from gaperon.train.sft_data import imported_model_config
+
+            cfg = imported_model_config(resolve_path(self, self.init_from), overrides)
+            if cfg is not None:
+                return cfg
         if self.model.head == "cwt":
             overrides.update(head="cwt", tie_embeddings=True)
         if self.precision == "pure_bf16":
@@ -286,8 +296,15 @@ def _check_model(r: Recipe):
         raise _err(r, "model.preset", e.args[0]) from None
     except (TypeError, ValueError) as e:
         raise _err(r, "model.overrides", str(e)) from None
-    if r.tokenizer not in (None, "llama3"):
-        raise _err(r, "tokenizer", f"{r.tokenizer!r} is not one of ['llama3', null]")
+    if r.tokenizer not in (None, "llama3", "init_from"):
+        raise _err(r, "tokenizer", f"{r.tokenizer!r} is not one of ['llama3', 'init_from', null]")
+    if r.tokenizer == "init_from":
+        from gaperon.train.sft_data import init_source_kind
+
+        if r.init_from is None or init_source_kind(resolve_path(r, r.init_from)) == "run":
+            raise _err(
+                r, "tokenizer", "'init_from' needs `init_from` to name a Hugging Face folder or GGUF file"
+            )
     if r.tokenizer == "llama3" and cfg.vocab_size < 128_256:
         raise _err(
             r,
@@ -372,6 +389,18 @@ def _check_phase(r: Recipe, i: int, p: PhaseSpec, max_seq_len: int) -> None:
 
 
 def _check_mixture(r: Recipe, where: str, p: PhaseSpec) -> None:
+    if p.sft is not None:
+        if p.mixture is not None:
+            raise _err(r, where, "give `mixture` (pretraining) or `sft` (fine-tuning), not both")
+        if r.tokenizer is None:
+            raise _err(r, "tokenizer", "SFT phases render conversations: give a tokenizer")
+        if p.sft.packing and not r.doc_masking:
+            raise _err(
+                r,
+                "doc_masking",
+                f"{where}.sft packs examples: set doc_masking: true (else they attend to each other)",
+            )
+        return
     if not isinstance(p.mixture, str | dict):
         raise _err(r, f"{where}.mixture", "must be a mixture file path, an inline mapping or 'synthetic'")
     if isinstance(p.mixture, str) and p.mixture != "synthetic":

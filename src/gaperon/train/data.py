@@ -102,9 +102,15 @@ def mixture_dict(recipe: Recipe, phase: PhaseSpec, index: int) -> dict:
     return out
 
 
-def build_sampler(recipe: Recipe, index: int, vocab_size: int, tokenizer_identity: Any = None):
+def build_sampler(
+    recipe: Recipe, index: int, vocab_size: int, tokenizer_identity: Any = None, tokenizer: Any = None
+):
     """The sampler of phase `index` (ConfigError for a bad mixture or missing data)."""
     phase = recipe.phases[index]
+    if phase.sft is not None:
+        from gaperon.train.sft_data import build_phase_sampler
+
+        return build_phase_sampler(recipe, index, tokenizer)
     gb = recipe.batch.global_batch
     steps = phase_steps(phase, gb)
     if phase.mixture == "synthetic":

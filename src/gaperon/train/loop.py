@@ -140,12 +140,18 @@ def use_flex_attention(device: torch.device, compiled: bool) -> bool:
 
 
 def micro_loss(
-    model: nn.Module, tokens: Tensor, doc_ids: Tensor | None, doc_masking: bool, flex: bool = False
+    model: nn.Module,
+    tokens: Tensor,
+    doc_ids: Tensor | None,
+    doc_masking: bool,
+    flex: bool = False,
+    labels: Tensor | None = None,
 ) -> Tensor:
-    """Mean next-token loss of one micro-batch (B, T+1) through the chunked LM-head loss."""
+    """Mean next-token loss of one micro-batch (B, T+1) through the chunked LM-head loss; `labels`
+    (B, T) with -100 on untrained tokens replaces the next tokens (SFT)."""
     from gaperon.model.llama import causal_doc_mask
 
-    inputs, labels = tokens[:, :-1], tokens[:, 1:]
+    inputs, labels = tokens[:, :-1], (tokens[:, 1:] if labels is None else labels)
     if doc_masking and doc_ids is not None:
         d = doc_ids[:, :-1]
         mask = doc_block_mask(d) if flex else causal_doc_mask(d)
@@ -175,14 +181,15 @@ class Trainer:
         identity = self.tokenizer.identity() if self.tokenizer is not None else None
         # All samplers first: a missing data folder or bad mixture fails before any work.
         self.samplers = [
-            build_sampler(recipe, i, self.cfg.vocab_size, identity) for i in range(len(recipe.phases))
+            build_sampler(recipe, i, self.cfg.vocab_size, identity, self.tokenizer)
+            for i in range(len(recipe.phases))
         ]
         self.steps = [phase_steps(p, recipe.batch.global_batch) for p in recipe.phases]
         self.model = self._build_model()
         self.optimizer = build_optimizer(self.model, recipe.optimizer, lr=0.0)
         self.peak = device_peak_flops(env.device, recipe.log.peak_flops)
         self.val_cache: dict[int, list] = {}
-        self._prefetched: tuple[tuple[int, int], tuple[Tensor, Tensor | None]] | None = None
+        self._prefetched: tuple[tuple[int, int], tuple[Tensor, Tensor | None, tuple | None]] | None = None
 
     # ---- setup -------------------------------------------------------------------------------
     def _check_same_model(self) -> None:
@@ -234,6 +241,10 @@ class Trainer:
     def _tokenizer(self):
         if self.r.tokenizer is None:
             return None
+        if self.r.tokenizer == "init_from":
+            from gaperon.train.sft_data import imported_tokenizer
+
+            return imported_tokenizer(resolve_path(self.r, self.r.init_from))
         from gaperon.tokenizer import load_tokenizer
 
         return load_tokenizer(self.r.tokenizer)
@@ -301,9 +312,10 @@ class Trainer:
             value /= self.env.world_size
         return value
 
-    def _device_batch(self, phase_index: int, phase_step: int) -> tuple[Tensor, Tensor | None]:
-        """This rank's (tokens, doc_ids) of a step on the device, from the one-step prefetch when
-        it holds that step. On CUDA the host rows are pinned so the copy is truly asynchronous."""
+    def _device_batch(self, phase_index: int, phase_step: int) -> tuple[Tensor, Tensor | None, tuple | None]:
+        """This rank's (tokens, doc_ids, sft) of a step on the device, from the one-step prefetch when
+        it holds that step. On CUDA the host rows are pinned so the copy is truly asynchronous.
+        `sft` is None, or (labels, loss weight of each micro-batch, trained tokens of the global batch)."""
         key = (phase_index, phase_step)
         if self._prefetched is not None and self._prefetched[0] == key:
             out = self._prefetched[1]
@@ -316,7 +328,15 @@ class Trainer:
         if self.r.doc_masking:
             doc_ids = batch.doc_ids.pin_memory() if pin else batch.doc_ids
             doc_ids = doc_ids.to(self.env.device, non_blocking=True)
-        return tokens.to(self.env.device, non_blocking=True), doc_ids
+        sft = None
+        if getattr(batch, "labels", None) is not None:
+            from gaperon.train.sft_data import micro_weights
+
+            w = micro_weights(
+                batch.labels, self.r.batch.micro_batch, self.env.world_size, batch.global_trained
+            )
+            sft = (batch.labels.to(self.env.device, non_blocking=True), w, batch.global_trained)
+        return tokens.to(self.env.device, non_blocking=True), doc_ids, sft
 
     def _prefetch(self, phase_index: int, phase_step: int) -> None:
         """Read the next step's rows while the GPU still works on this step's kernels (the batch at
@@ -345,7 +365,7 @@ class Trainer:
         r, env = self.r, self.env
         lr = self._lr(state)
         set_lr(self.optimizer, lr)
-        tokens, doc_ids = self._device_batch(state.phase_index, state.phase_step)
+        tokens, doc_ids, sft = self._device_batch(state.phase_index, state.phase_step)
         mb = r.batch.micro_batch
         n_micro = tokens.shape[0] // mb
         self.model.train()
@@ -360,11 +380,16 @@ class Trainer:
                     doc_ids[sl] if doc_ids is not None else None,
                     r.doc_masking,
                     self.flex,
+                    sft[0][sl] if sft is not None else None,
                 )
-            (loss / n_micro).backward()
-            total += loss.detach().float()
+            if sft is None:
+                (loss / n_micro).backward()
+                total += loss.detach().float()
+            else:  # SFT: sum over trained tokens / trained tokens of the global batch
+                (loss * sft[1][m]).backward()
+                total += loss.detach().float() * sft[1][m]
         self._prefetch(state.phase_index, state.phase_step + 1)  # host work overlaps the GPU's
-        loss_t = self._all_mean(total / n_micro)
+        loss_t = self._all_mean(total / n_micro if sft is None else total)
         clip = r.optimizer.grad_clip if r.optimizer.grad_clip > 0 else float("inf")
         gnorm_t = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip, foreach=True)
         if hasattr(gnorm_t, "full_tensor"):  # a DTensor under FSDP2
@@ -393,6 +418,7 @@ class Trainer:
             "grad_norm": gnorm if finite else None,
             "tokens": state.tokens_seen,
             "skipped": not finite,
+            **({"trained_tokens": sft[2]} if sft is not None else {}),
         }
 
     @torch.no_grad()
@@ -509,6 +535,12 @@ class Trainer:
             raise ValueError("branch() needs init_from")
         src = resolve_path(self.r, self.r.init_from)
         mode = self.r.phases[0].load
+        from gaperon.train.sft_data import init_source_kind, load_imported_weights
+
+        if init_source_kind(src) in ("hf", "gguf"):  # weights only: a new run from an imported model
+            load_imported_weights(self.model, src, self.sharded)
+            self.say(f"starting from the weights of {src}")
+            return TrainState()
         # Headless (CWT) source, LM-head target: the conversion phase. The head is new, so the
         # optimizer state (of a different parameter set) starts fresh whatever the load mode.
         adding_head = source_head(src) == "cwt" and self.cfg.head == "lm"
