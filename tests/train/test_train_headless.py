@@ -22,6 +22,9 @@ def test_headless_run_converts_to_an_lm_head_and_generates(tmp_path):
     cfg = json.loads((tmp_path / "headless" / "model_config.json").read_text())
     assert cfg["head"] == "cwt" and cfg["tie_embeddings"] is True
     body, _ = load_run_model(tmp_path / "headless")
+    # A tied run loads tied (materialising a meta-built model used to untie them: twice the params).
+    assert body.lm_head.weight is body.embed_tokens.weight
+    assert body.num_params() == sum(p.numel() for n, p in body.named_parameters() if n != "lm_head.weight")
 
     convert = recipe(
         tmp_path,

@@ -64,6 +64,7 @@ def load_run_model(
     with torch.device("meta"):
         model = Llama(cfg)
     model = model.to(stored).to_empty(device=device)
+    model.tie_weights()  # to_empty unties them; the checkpoint holds one tensor for both
     # Only the RoPE buffers need values: every parameter is overwritten below (a random init of
     # 8B parameters on CPU would take minutes for nothing).
     model.reset_rope()

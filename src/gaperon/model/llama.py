@@ -296,6 +296,13 @@ class Llama(nn.Module):
                 m.reset_parameters()
         self.reset_rope()
 
+    def tie_weights(self) -> None:
+        """Share the LM head with the input embeddings when the config says so. `to_empty` (the way
+        a meta-built model is materialised) gives each parameter its own storage and so unties
+        them: loaders call this after it."""
+        if self.cfg.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+
     @torch.no_grad()
     def reset_rope(self, device: torch.device | str | None = None) -> None:
         """Fill the RoPE tables (non-persistent buffers, so no checkpoint holds them): what a loader

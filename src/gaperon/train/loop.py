@@ -253,8 +253,9 @@ class Trainer:
         from gaperon.model.presets import build
 
         mesh = build_mesh(self.r.parallel, self.env.device.type)
-        if self.env.device.type == "cuda":
-            # Any size: build on meta, shard, then materialise each rank's shard on the GPU.
+        if self.env.device.type == "cuda" and not self.cfg.tie_embeddings:
+            # Any size: build on meta, shard, then materialise each rank's shard on the GPU. (Not
+            # for tied embeddings: `to_empty` would untie them, and they are small models anyway.)
             model = build(self.cfg, device="meta", dtype=self.policy.param_dtype)
             parallelize(model, self.r.parallel, self.policy, mesh)
             model.to_empty(device=self.env.device)
@@ -265,7 +266,7 @@ class Trainer:
             torch.manual_seed(self.r.seed)
             model = build(self.cfg, device="cpu")
             model.init_weights(seed=self.r.seed)
-            model = model.to(self.policy.param_dtype)
+            model = model.to(self.env.device, self.policy.param_dtype)  # `.to` keeps tied weights tied
             parallelize(model, self.r.parallel, self.policy, mesh)
         return model
 
