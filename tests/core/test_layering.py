@@ -34,9 +34,13 @@ LAYERS: dict[str, set[str]] = {
     "model": {"errors", "dtypes"},
     "tokenizer": {"errors", "atomic"},
     "io": _BASE | {"model", "tokenizer"},
-    "data": _BASE | {"tokenizer"},
-    "train": _BASE | {"model", "tokenizer", "io", "data"},
+    "data": _BASE | {"tokenizer", "io"},  # SFT renders with a model's own tokenizer and chat template
+    "train": _BASE | {"model", "tokenizer", "io", "data", "evaluate"},  # in-training evaluation
     "infer": _BASE | {"model", "tokenizer", "io"},
+    "judge": _BASE,  # the OpenAI-compatible judge client, shared by curate and evaluate
+    "curate": _BASE | {"tokenizer", "data", "judge"},
+    "evaluate": _BASE | {"model", "tokenizer", "io", "infer", "judge"},
+    "research": _BASE | {"model", "tokenizer", "io", "data", "train", "infer", "curate", "evaluate", "judge"},
     "cli": {"*"},
 }
 
