@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gaperon.cli.helptext import HelpFormatter, examples
+
 _SAMPLES = Path("data/samples")
 
 
@@ -22,6 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Clean bundled documents as 'high', mildly degraded copies as 'medium', heavily "
         "degraded ones as 'low' (balanced, per language), split train/validation/test. For tests and "
         "the demo only: real labels come from a judge (`gaperon classifier annotate`).",
+        epilog=examples(
+            "gaperon classifier labels --out data/clf-labels --per-class 200",
+        ),
+        formatter_class=HelpFormatter,
     )
     q.add_argument(
         "--out", required=True, help="folder for train/validation/test.jsonl, stats.json, README.md"
@@ -39,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "folder with train/validation/test.jsonl or labelled jsonl files (text, label, language), "
         "split here stratified by language and label. Writes OUT/model, OUT/metrics.json, "
         "OUT/report.md and OUT/confusion.png.",
+        epilog=examples(
+            "gaperon classifier train recipes/classifier/ngram.yaml --data data/clf-labels --out runs/clf",
+            "gaperon classifier train recipes/classifier/encoder.yaml --data labels.jsonl --out runs/xlmv",
+        ),
+        formatter_class=HelpFormatter,
     )
     t.add_argument("recipe", help="YAML recipe")
     t.add_argument("--data", action="append", required=True, help="labelled folder or file (repeatable)")
@@ -52,6 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="add quality_score and quality_label to every document",
         description="MODEL is a classifier folder (any backend, or a Hugging Face sequence-classification "
         "folder such as a local copy of almanach/gaperon-quality-classifier). Input truncated to 512 tokens.",
+        epilog=examples(
+            "gaperon classifier score runs/clf/model docs.jsonl.zst --out scored.jsonl",
+        ),
+        formatter_class=HelpFormatter,
     )
     s.add_argument("model")
     s.add_argument("inputs", nargs="+", metavar="INPUT", help="jsonl[.gz|.zst] files")
@@ -65,6 +80,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "annotate",
         help="label documents with an LLM judge behind an OpenAI-compatible endpoint",
         description="Writes jsonl lines {id, text, language, label, reason}; resumes after a kill.",
+        epilog=examples(
+            "gaperon classifier annotate docs.jsonl --out labels.jsonl --endpoint http://HOST/v1 --model M",
+        ),
+        formatter_class=HelpFormatter,
     )
     a.add_argument("inputs", nargs="+", metavar="INPUT")
     a.add_argument("--out", required=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from gaperon.cli.helptext import HelpFormatter, examples
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -13,6 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(.jsonl[.gz|.zst], .parquet) -> steps in order -> DIR/output/*.jsonl.zst (what `gaperon tokenize` "
         "reads) + DIR/report.{json,md} + PNG histograms. Rerun the same command to resume: completed "
         "tasks are skipped.",
+        epilog=examples(
+            "gaperon curate recipes/curate/gaperon-web.yaml --input web/ --output out/web",
+            "gaperon curate recipes/curate/gaperon-web.yaml --output out/web executor.kind=slurm",
+        ),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("recipe", help="curation recipe YAML, e.g. recipes/curate/gaperon-web.yaml")
     p.add_argument(

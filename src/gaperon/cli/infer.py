@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from gaperon.cli.helptext import HelpFormatter, examples
+
 if TYPE_CHECKING:
     from gaperon.infer.options import Sampling
 
@@ -44,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "generate",
         help="continue a prompt (streams the text)",
         description="Continue a prompt with a model, streaming the generated text. " + SAMPLING_NOTE,
+        epilog=examples(
+            'gaperon generate runs/quickstart --prompt "La capitale de la France est"',
+            'gaperon generate model.gguf --chat --prompt "Quelle est la capitale ?" --temperature 0.7',
+        ),
+        formatter_class=HelpFormatter,
     )
     _model_args(p)
     p.add_argument("--prompt", required=True, help="the text to continue")
@@ -60,6 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="chat with a model in the terminal",
         description="Interactive multi-turn chat (commands: /help, /reset, /system TEXT, /exit). "
         "With --message or --messages, prints the replies and exits (for scripts). " + SAMPLING_NOTE,
+        epilog=examples(
+            'gaperon chat model.gguf --system "Answer briefly."',
+            'gaperon chat runs/sft-quickstart --message "Who are you?" --message "Qui es-tu ?"',
+        ),
+        formatter_class=HelpFormatter,
     )
     _model_args(p)
     p.add_argument("--system", help="system prompt")
@@ -84,6 +96,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "/metrics and /health with continuous batching (one request at a time with --draft). The API key "
         "may also come from $GAPERON_API_KEY. Requests that leave sampling options out get the model's "
         "generation_config.json values, else the OpenAI defaults.",
+        epilog=examples(
+            "gaperon serve model.gguf --port 8000 --api-key-file key.txt",
+            "curl localhost:8000/v1/models",
+        ),
+        formatter_class=HelpFormatter,
     )
     _model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only)")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from gaperon.cli.helptext import HelpFormatter, examples
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sft", help="supervised fine-tuning data: preview the loss mask, make identity data")
@@ -29,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write a bilingual (FR/EN) identity dataset",
         description="Write N conversations where the assistant says who it is and who made it, in French and "
         "English (deterministic for a seed).",
+        epilog=examples(
+            'gaperon sft identity --name Gapy --maker "the Gaperon team" --out runs/sft-identity.jsonl',
+        ),
+        formatter_class=HelpFormatter,
     )
     idt.add_argument("--name", required=True, help="the model's name")
     idt.add_argument("--maker", required=True, help="who made it")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from gaperon.cli.helptext import HelpFormatter, examples
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -14,6 +16,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "loads, it stops with an error and changes nothing (--restart starts over explicitly). Works alone "
         "or under torchrun. Exit codes: 0 done, 75 checkpointed on a stop request or Ctrl-C (run again to "
         "resume), 3 diverged (non-finite losses), 1 a bad recipe or unusable checkpoints.",
+        epilog=examples(
+            "gaperon train recipes/quickstart.yaml --out runs/quickstart",
+            "gaperon train recipes/quickstart.yaml --dry-run   # resolved recipe, budgets, LR table",
+            "gaperon train recipes/sft-quickstart.yaml --out runs/sft   # an SFT recipe, same trainer",
+            "torchrun --nproc-per-node 8 -m gaperon train recipes/gaperon-1b-young.yaml --out runs/1b",
+        ),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("recipe", help="a recipe YAML, e.g. recipes/quickstart.yaml")
     p.add_argument("--out", metavar="RUN_DIR", help="the run folder (checkpoints, metrics, logs)")

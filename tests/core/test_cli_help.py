@@ -1,0 +1,23 @@
+"""Every verb explains itself: its --help ends with example command lines."""
+
+from __future__ import annotations
+
+import argparse
+
+from gaperon.cli import build_parser
+
+
+def _leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, parser
+    for action in subs:
+        for name, sub in action.choices.items():
+            yield from _leaves(sub, (*path, name))
+
+
+def test_every_verb_help_ends_with_examples():
+    leaves = list(_leaves(build_parser()))
+    assert len(leaves) >= 20
+    missing = [" ".join(p) for p, parser in leaves if "example" not in parser.format_help().lower()]
+    assert missing == []
