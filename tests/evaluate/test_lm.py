@@ -64,10 +64,11 @@ def test_generate_until_stops_and_matches_greedy_generation():
     from lm_eval.api.instance import Instance
 
     from gaperon.infer.generate import generate
+    from gaperon.infer.sampling import Sampling
 
     lm = micro_lm()
     tok = ByteTokenizer()
-    full = generate(lm.model, tok, tok.encode("Hello"), max_new_tokens=12, temperature=0.0).text
+    full = generate(lm.model, tok, tok.encode("Hello"), Sampling(max_new_tokens=12, temperature=0.0)).text
     stop = full[3:5] if len(full) > 5 and full[3:5].strip() else None
     kwargs = {"until": [stop] if stop else [], "max_gen_toks": 12}
     (got,) = lm.generate_until([Instance("generate_until", {}, ("Hello", kwargs), 0)], disable_tqdm=True)
