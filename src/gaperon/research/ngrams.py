@@ -12,8 +12,10 @@ import hashlib
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+import numpy as np
 
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 
@@ -24,17 +26,33 @@ def normalize(text: str) -> list[str]:
     return _PUNCT.sub(" ", text).split()
 
 
-def _key(words: list[str]) -> bytes:
-    return hashlib.blake2b(" ".join(words).encode("utf-8"), digest_size=8).digest()
+_WORD_IDS: dict[str, int] = {}
+_P = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the polynomial window hash (mod 2^64)
 
 
-def ngram_keys(words: list[str], n: int) -> Iterator[bytes]:
-    if len(words) < n:
-        if words:
-            yield _key(words)
-        return
-    for i in range(len(words) - n + 1):
-        yield _key(words[i : i + n])
+def word_ids(words: list[str]) -> np.ndarray:
+    """A 64-bit id per word (blake2b of the word, cached): the same word, the same id, in any run."""
+    out = np.empty(len(words), dtype=np.uint64)
+    for i, w in enumerate(words):
+        v = _WORD_IDS.get(w)
+        if v is None:
+            v = int.from_bytes(hashlib.blake2b(w.encode("utf-8"), digest_size=8).digest(), "little")
+            _WORD_IDS[w] = v
+        out[i] = v
+    return out
+
+
+def window_hashes(ids: np.ndarray, length: int) -> np.ndarray:
+    """Hash of every window of `length` consecutive word ids: sum ids[i+j] * P^(length-1-j) mod 2^64,
+    all windows at once (a sliding view times the powers of P)."""
+    if len(ids) < length:
+        return np.empty(0, dtype=np.uint64)
+    powers = np.ones(length, dtype=np.uint64)
+    for j in range(length - 2, -1, -1):
+        powers[j] = powers[j + 1] * _P
+    with np.errstate(over="ignore"):
+        windows = np.lib.stride_tricks.sliding_window_view(ids, length)
+        return (windows * powers).sum(axis=1, dtype=np.uint64)
 
 
 def item_text(item: dict) -> str:
@@ -44,34 +62,47 @@ def item_text(item: dict) -> str:
 
 @dataclass
 class NGramIndex:
-    """Hashed word n-grams of benchmark items -> the items that contain them."""
+    """Hashed word n-grams of benchmark items -> the items that contain them. An item shorter than
+    n words is indexed whole (a window of its own length)."""
 
     n: int = 13
-    owners: dict[bytes, set[tuple[str, str]]] = field(default_factory=lambda: defaultdict(set))
-    short_lengths: set[int] = field(default_factory=set)  # items shorter than n words
+    owners: dict[tuple[int, int], set[tuple[str, str]]] = field(default_factory=lambda: defaultdict(set))
     items: int = 0
+    _keys: dict[int, np.ndarray] = field(default_factory=dict)  # window length -> sorted hashes
 
     def add(self, benchmark: str, item_id: str, text: str) -> None:
-        words = normalize(text)
-        if 0 < len(words) < self.n:
-            self.short_lengths.add(len(words))
-        for k in ngram_keys(words, self.n):
-            self.owners[k].add((benchmark, item_id))
+        ids = word_ids(normalize(text))
+        if len(ids) == 0:
+            return
+        length = min(self.n, len(ids))
+        for h in window_hashes(ids, length).tolist():
+            self.owners[(length, h)].add((benchmark, item_id))
         self.items += 1
+        self._keys.clear()
 
-    def windows(self, words: list[str]) -> Iterator[tuple[int, int, bytes]]:
-        """(start, length, key) of every window of `words` that could be an indexed n-gram."""
-        for length in sorted({self.n, *self.short_lengths}):
-            for i in range(len(words) - length + 1):
-                yield i, length, _key(words[i : i + length])
+    def _lengths(self) -> dict[int, np.ndarray]:
+        if not self._keys and self.owners:
+            by_len: dict[int, list[int]] = defaultdict(list)
+            for length, h in self.owners:
+                by_len[length].append(h)
+            self._keys = {k: np.unique(np.array(v, dtype=np.uint64)) for k, v in by_len.items()}
+        return self._keys
+
+    def hits(self, words: list[str]) -> list[tuple[int, int, tuple[int, int]]]:
+        """(start, length, key) of every window of `words` that is an indexed n-gram."""
+        ids = word_ids(words)
+        out = []
+        for length, keys in self._lengths().items():
+            h = window_hashes(ids, length)
+            for start in np.nonzero(np.isin(h, keys))[0].tolist():
+                out.append((start, length, (length, int(h[start]))))
+        return out
 
     def matches(self, text: str) -> set[tuple[str, str]]:
         """(benchmark, item id) of every item with an n-gram in `text`."""
         found: set[tuple[str, str]] = set()
-        for _, _, k in self.windows(normalize(text)):
-            hit = self.owners.get(k)
-            if hit:
-                found |= hit
+        for _, _, key in self.hits(normalize(text)):
+            found |= self.owners.get(key, set())
         return found
 
 
@@ -101,10 +132,9 @@ def redact(index: NGramIndex, text: str, mark: str = "[REDACTED]") -> str:
             flat.append(word)
             owner.append(ti)
     hit = [False] * len(tokens)
-    for start, length, k in index.windows(flat):
-        if k in index.owners:
-            for j in range(start, start + length):
-                hit[owner[j]] = True
+    for start, length, _ in index.hits(flat):
+        for j in range(start, start + length):
+            hit[owner[j]] = True
     out, last, previous = [], 0, False
     for t, h in zip(tokens, hit):
         if h and previous:
