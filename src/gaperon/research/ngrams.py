@@ -8,6 +8,7 @@ hashed n-grams to items, so scanning is one set lookup per document n-gram.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -42,15 +43,22 @@ def word_ids(words: list[str]) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def _powers(length: int) -> np.ndarray:
+    powers = np.ones(length, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(length - 2, -1, -1):
+            powers[j] = powers[j + 1] * _P
+    return powers
+
+
 def window_hashes(ids: np.ndarray, length: int) -> np.ndarray:
     """Hash of every window of `length` consecutive word ids: sum ids[i+j] * P^(length-1-j) mod 2^64,
     all windows at once (a sliding view times the powers of P)."""
     if len(ids) < length:
         return np.empty(0, dtype=np.uint64)
-    powers = np.ones(length, dtype=np.uint64)
-    for j in range(length - 2, -1, -1):
-        powers[j] = powers[j + 1] * _P
     with np.errstate(over="ignore"):
+        powers = _powers(length)
         windows = np.lib.stride_tricks.sliding_window_view(ids, length)
         return (windows * powers).sum(axis=1, dtype=np.uint64)
 
@@ -94,7 +102,10 @@ class NGramIndex:
         out = []
         for length, keys in self._lengths().items():
             h = window_hashes(ids, length)
-            for start in np.nonzero(np.isin(h, keys))[0].tolist():
+            if not len(h):
+                continue
+            pos = np.minimum(np.searchsorted(keys, h), len(keys) - 1)  # keys are sorted and unique
+            for start in np.nonzero(keys[pos] == h)[0].tolist():
                 out.append((start, length, (length, int(h[start]))))
         return out
 
