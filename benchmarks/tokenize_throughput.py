@@ -96,7 +96,7 @@ def main() -> None:
     mb = sum(len(t.encode()) for t in texts) / 1e6
     tok = llama3_tokenizer()  # cached per process: tokenize("llama3") below reuses it
     tok.identity()
-    tik = tok._fast_encoder()  # the tiktoken Encoding that Tokenizer.encode* runs on
+    tik = tok.fast_encoder()  # the tiktoken Encoding that Tokenizer.encode* runs on
     assert tik is not None, "llama3 tokenizer should run on tiktoken"
     n_tokens = sum(len(tik.encode_ordinary(t)) for t in texts) + len(texts)  # + one EOS per document
 
