@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from gaperon.cli.helptext import HelpFormatter, examples
+from gaperon.cli.parsing import allow_intermixed
 
 _SAMPLES = Path("data/samples")
 
@@ -56,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("overrides", nargs="*", help="key=value overrides (options.epochs=3, model=PATH)")
     t.set_defaults(func=_train)
-    t.__class__ = _Intermixed  # key=value overrides may follow the options
+    allow_intermixed(t)  # key=value overrides may follow the options
 
     s = verbs.add_parser(
         "score",
@@ -93,19 +94,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--concurrency", type=int, default=4)
     a.add_argument("--limit", type=int, default=None)
     a.set_defaults(func=_annotate)
-
-
-class _Intermixed(argparse.ArgumentParser):
-    _inner = False
-
-    def parse_known_args(self, args=None, namespace=None):
-        if self._inner:
-            return super().parse_known_args(args, namespace)
-        self._inner = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._inner = False
 
 
 def _labels(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from gaperon.cli.helptext import HelpFormatter, examples
+from gaperon.cli.parsing import allow_intermixed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,20 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_curate)
     # Overrides may follow options: argparse mixes options and positionals only in "intermixed" mode.
-    p.__class__ = _Intermixed
-
-
-class _Intermixed(argparse.ArgumentParser):
-    _inner = False
-
-    def parse_known_args(self, args=None, namespace=None):
-        if self._inner:
-            return super().parse_known_args(args, namespace)
-        self._inner = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._inner = False
+    allow_intermixed(p)
 
 
 def _curate(args: argparse.Namespace) -> int:
