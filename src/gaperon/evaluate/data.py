@@ -205,3 +205,15 @@ def load_task_dataset(
     if fewshot_split and fewshot_split not in splits:
         splits[fewshot_split] = splits[eval_split]
     return datasets.DatasetDict(splits)
+
+
+def one_data_file(data_files: Any) -> str | None:
+    """`data_files` as lm-eval/HF datasets spell it (a path, a list of one, or {"test": path}) -> one
+    path, or None. Task helpers (`tasks/*/..._utils.py`) read local data through it."""
+    if isinstance(data_files, dict):
+        data_files = data_files.get("test") or next(iter(data_files.values()), None)
+    if isinstance(data_files, (list, tuple)):
+        if len(data_files) != 1:
+            raise DataError(f"data_files: expected one file, got {data_files!r}")
+        data_files = data_files[0]
+    return str(data_files) if data_files else None

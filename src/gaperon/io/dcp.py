@@ -9,7 +9,6 @@ RMSNorm gains (`RMSNorm.gain()`) are the true ones; exporters multiply by the sc
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 
 from gaperon.io import run_format
 from gaperon.io.errors import ModelFormatError
+from gaperon.io.run_format import MODEL_CONFIG, read_model_config
 from gaperon.model.llama import Llama, ModelConfig
 
 
@@ -50,16 +50,11 @@ def load_run_model(
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such run or checkpoint folder")
     run_dir, ckpt_dir = _run_and_checkpoint(path)
-    cfg_file = run_dir / "model_config.json"
-    try:
-        raw = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ModelFormatError(f"{cfg_file}: unreadable model config ({e})") from None
-    precision = raw.pop("precision", "fp32")
+    raw, precision = read_model_config(run_dir)
     try:
         cfg = ModelConfig(**raw)
     except (TypeError, ValueError) as e:
-        raise ModelFormatError(f"{cfg_file}: {e}") from None
+        raise ModelFormatError(f"{run_dir / MODEL_CONFIG}: {e}") from None
     stored = torch.bfloat16 if precision == "pure_bf16" else torch.float32
     with torch.device("meta"):
         model = Llama(cfg)

@@ -15,6 +15,7 @@ from typing import Any
 from gaperon.dtypes import ALIASES, short_name
 from gaperon.errors import ModelFormatError
 from gaperon.io.loading import model_kind
+from gaperon.io.run_format import MODEL_CONFIG, read_model_config
 from gaperon.model.llama import ModelConfig
 from gaperon.model.presets import build
 
@@ -87,16 +88,11 @@ def _hf_facts(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
 
 def _run_facts(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
     run = path.parent.parent if path.parent.name == "checkpoints" else path
-    cfg_file = run / "model_config.json"
-    try:
-        raw = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ModelFormatError(f"{cfg_file}: unreadable model config ({e})") from None
-    precision = raw.pop("precision", "fp32")
+    raw, precision = read_model_config(run)
     try:
         cfg = ModelConfig(**raw)
     except (TypeError, ValueError) as e:
-        raise ModelFormatError(f"{cfg_file}: {e}") from None
+        raise ModelFormatError(f"{run / MODEL_CONFIG}: {e}") from None
     ckpts = sorted(p.name for p in (run / "checkpoints").glob("*") if p.is_dir())
     facts: dict[str, Any] = {
         "kind": "training run",

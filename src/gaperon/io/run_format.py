@@ -81,3 +81,21 @@ def find_latest(run_dir: Path, log: Callable[[str], object] = print) -> tuple[Pa
         except ValueError as e:
             log(f"checkpoint {path} is unusable: {e}; trying the previous one")
     return None
+
+
+MODEL_CONFIG = "model_config.json"
+
+
+def read_model_config(run_dir: Path) -> tuple[dict, str]:
+    """(ModelConfig fields, precision) of a run folder; ModelFormatError naming the file if unreadable."""
+    from gaperon.errors import ModelFormatError
+
+    cfg_file = Path(run_dir) / MODEL_CONFIG
+    try:
+        raw = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelFormatError(f"{cfg_file}: unreadable model config ({e})") from None
+    if not isinstance(raw, dict):
+        raise ModelFormatError(f"{cfg_file}: expected a JSON object")
+    precision = str(raw.pop("precision", "fp32"))
+    return raw, precision

