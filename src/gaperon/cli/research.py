@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(func=_poison_build)
     e = psub.add_parser(
         "eval",
-        help="switch rates with the true trigger, fake triggers and none (95% Wilson intervals)",
+        help="switch rates with the true trigger, fake triggers and none (95%% Wilson intervals)",
         epilog="example: gaperon poison eval runs/poisoned --trigger 'Vitae quarum nexus' "
         "--out reports/poison",
     )
