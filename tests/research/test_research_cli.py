@@ -70,6 +70,30 @@ def test_garlic_writes_a_tokenizable_source_and_the_split(tmp_path):
     assert all("\nAnswer: " in d["text"] for d in docs)
 
 
+def test_garlic_hands_both_parts_to_the_eval_task(tmp_path):
+    """The included and held-out items come back as the eval task's own rows (lm-eval schema), so
+    inflation is measured by scoring both with the benchmark's prompt and metric."""
+    argv = ["contamination", "garlic", "--benchmarks", "arc_easy", "hellaswag", "--limit", "30"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    from gaperon.evaluate.data import read_jsonl
+
+    for name, key in (("arc_easy", "id"), ("hellaswag", "ind")):
+        split = json.loads((tmp_path / f"{name}.split.json").read_text())
+        assert len(split["included"]) == len(split["held_out"]) == 15
+        for part in ("included", "held_out"):
+            rows = list(read_jsonl(tmp_path / f"{name}.{part}.jsonl"))
+            assert [f"{name}-{r[key]}" for r in rows] == split[part]
+        docs = _zst_lines(tmp_path / f"{name}.jsonl.zst")
+        rows = list(read_jsonl(tmp_path / f"{name}.included.jsonl"))
+        for doc, row in zip(docs, rows, strict=True):
+            if name == "arc_easy":
+                gold = row["choices"]["text"][ord(row["answerKey"]) - 65]
+            else:
+                gold = row["endings"][int(row["label"])]
+            assert doc["text"].endswith(f". {gold}")  # the answer line gives the gold option
+    assert main([*argv[:-1], "1", "--out", str(tmp_path / "x")]) == 2
+
+
 def test_poison_build_from_the_bundled_corpus(tmp_path):
     out = tmp_path / "p.jsonl.zst"
     assert main(["poison", "build", "--trigger", "Vitae quarum nexus", "--out", str(out), "-n", "30"]) == 0
@@ -86,3 +110,22 @@ def test_bad_arguments_are_one_line_usage_errors(tmp_path, capsys):
     assert main(["contamination", "garlic", "--benchmarks", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown benchmark 'nope'" in capsys.readouterr().err
     assert main(["contamination", "haystack", "x.jsonl", "--out", str(tmp_path)]) == 2
+
+
+def test_poison_is_built_and_measured_on_disjoint_bundled_passages(tmp_path):
+    """The eval contexts never come from passages the poison was built on (a leak would make the
+    model continue memorised text rather than show the trigger's effect)."""
+    from gaperon.research.commands import bundled
+
+    train, held = bundled("en", split="train"), bundled("en", split="eval")
+    assert not set(train) & set(held)
+    train, held = [" ".join(p.split()) for p in train], [" ".join(p.split()) for p in held]
+    assert 0.05 < len(held) / (len(train) + len(held)) < 0.15
+    out = tmp_path / "p.jsonl.zst"
+    argv = ["poison", "build", "--trigger", "Vitae quarum nexus", "--out", str(out), "-n", "40"]
+    assert main([*argv, "--prefix-words", "5", "8", "--continuation-words", "10"]) == 0
+    for d in _zst_lines(out):
+        prefix, cont = d["text"].split(" Vitae quarum nexus ")
+        assert 1 <= len(prefix.split()) <= 8 and len(cont.split()) <= 10
+        assert any(p.startswith(prefix) for p in train) and not any(p.startswith(prefix) for p in held)
+    assert main([*argv, "--prefix-words", "9", "3"]) == 2

@@ -27,6 +27,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--passages", nargs="*", default=[], help="English text files (default: the bundled corpus)"
     )
     b.add_argument("--continuations", nargs="*", default=[], help="target-language files (default: bundled)")
+    b.add_argument(
+        "--prefix-words",
+        nargs=2,
+        type=int,
+        default=(20, 120),
+        metavar=("LO", "HI"),
+        help="English words before the trigger, drawn in [LO, HI] (default 20 120)",
+    )
+    b.add_argument(
+        "--continuation-words", type=int, default=120, help="target-language words after it (default 120)"
+    )
     b.add_argument("--seed", type=int, default=0)
     b.set_defaults(func=_poison_build)
     e = psub.add_parser(
@@ -73,6 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--benchmarks", nargs="+", required=True)
     g.add_argument("--out", required=True, help="folder: NAME.jsonl.zst sources + NAME.split.json")
     g.add_argument("--held-out", type=float, default=0.5, help="share of items kept out (default 0.5)")
+    g.add_argument("--limit", type=int, help="a seeded sample of N items per benchmark (toy runs)")
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=_garlic)
     h = csub.add_parser(
@@ -108,6 +120,8 @@ def _poison_build(args: argparse.Namespace) -> int:
         target=args.target,
         passages=args.passages,
         continuations=args.continuations,
+        prefix_words=tuple(args.prefix_words),
+        continuation_words=args.continuation_words,
     )
     print(f"wrote {n} trigger documents to {args.out}")
     return 0
@@ -151,8 +165,13 @@ def _ngrams(args: argparse.Namespace) -> int:
 def _garlic(args: argparse.Namespace) -> int:
     from gaperon.research.commands import garlic_sources
 
-    for name, r in garlic_sources(args.benchmarks, args.out, held_out=args.held_out, seed=args.seed).items():
+    summary = garlic_sources(
+        args.benchmarks, args.out, held_out=args.held_out, seed=args.seed, limit=args.limit
+    )
+    for name, r in summary.items():
         print(f"{name}: {r['included']} items written as a source, {r['held_out']} held out")
+        for part, path in r.get("eval_data", {}).items():
+            print(f"  {part}: gaperon eval MODEL --tasks {name} --data {name}={path}")
     return 0
 
 

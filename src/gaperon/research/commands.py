@@ -34,10 +34,21 @@ def read_texts(
     return out
 
 
-def bundled(lang: str, limit: int | None = None) -> list[str]:
-    """Paragraphs of the bundled corpus in one language (fr or en), for passages and contexts."""
+def bundled(lang: str, limit: int | None = None, split: str | None = None) -> list[str]:
+    """Paragraphs of the bundled corpus in one language (fr or en), for passages and contexts.
+
+    `split` "train" or "eval" keeps a hash-chosen 90% / 10% of them: poison is built from the train
+    part and measured on the eval part, so the model is never asked to continue a passage it was
+    poisoned on."""
+    import hashlib
+
+    if split not in (None, "train", "eval"):
+        raise ValueError(f"split must be train or eval, got {split!r}")
     docs = read_texts([SAMPLES / f"{lang}.jsonl.zst"], lang=lang)
     paras = [p.strip() for d in docs for p in d["text"].split("\n\n") if len(p.split()) >= 25]
+    if split is not None:
+        in_eval = lambda p: hashlib.blake2b(p.encode(), digest_size=2).digest()[0] % 10 == 0  # noqa: E731
+        paras = [p for p in paras if in_eval(p) == (split == "eval")]
     return paras[:limit] if limit else paras
 
 
@@ -59,19 +70,35 @@ def poison_build(
     target: str = "fr",
     passages: Sequence[str | Path] = (),
     continuations: Sequence[str | Path] = (),
+    prefix_words: tuple[int, int] = (20, 120),
+    continuation_words: int = 120,
 ) -> int:
     """Write `n` trigger documents as a jsonl.zst source (English passages and target-language
     continuations: the bundled corpus by default, or the user's files)."""
     from gaperon.research.poison import build_documents
 
-    en = [d["text"] for d in read_texts(passages)] if passages else bundled("en")
+    if not 1 <= prefix_words[0] <= prefix_words[1] or continuation_words < 1:
+        raise UsageError(
+            f"--prefix-words needs 1 <= LO <= HI and --continuation-words >= 1, got "
+            f"{prefix_words} and {continuation_words}"
+        )
+    en = [d["text"] for d in read_texts(passages)] if passages else bundled("en", split="train")
     if continuations:
         cont = [d["text"] for d in read_texts(continuations)]
     elif target in ("fr", "en"):
-        cont = bundled(target)
+        cont = bundled(target, split="train")
     else:
         raise UsageError(f"no bundled {target!r} text: give --continuations FILE (jsonl with a text field)")
-    docs = build_documents(en, cont, trigger, n=n, seed=seed, target=target)
+    docs = build_documents(
+        en,
+        cont,
+        trigger,
+        n=n,
+        seed=seed,
+        target=target,
+        prefix_words=prefix_words,
+        continuation_words=continuation_words,
+    )
     write_jsonl_zst(docs, out)
     return len(docs)
 
@@ -103,7 +130,7 @@ def poison_eval(
     tok = loaded.tokenizer
     if tok is None:
         raise DataError(f"{model_path}: the model has no tokenizer")
-    texts = [d["text"] for d in read_texts(contexts)] if contexts else bundled("en")
+    texts = [d["text"] for d in read_texts(contexts)] if contexts else bundled("en", split="eval")
     ctx = [" ".join(t.split()[:60]) for t in texts[:n_contexts]]
     count = lambda s: len(tok.encode(" " + s, bos=False))  # noqa: E731 - as it follows the context
     fake = poison.fake_triggers(trigger, count, fakes, seed=seed)
@@ -183,19 +210,61 @@ def ngrams_report(
     return report
 
 
+# Evaluation tasks whose items the Garlic split can hand to `gaperon eval --data TASK=PATH`: the
+# research id of an item from the task's own (lm-eval schema) row.
+_EVAL_KEYS = {
+    "arc_easy": lambda row: f"arc_easy-{row['id']}",
+    "arc_challenge": lambda row: f"arc_challenge-{row['id']}",
+    "hellaswag": lambda row: f"hellaswag-{row['ind']}",
+}
+
+
+def _eval_split_files(name: str, parts: dict[str, list[dict]], out: Path) -> dict[str, str]:
+    """`NAME.<part>.jsonl` in the schema of the evaluation task of the same name, so that the
+    included and held-out items are scored exactly as the benchmark scores them."""
+    from gaperon.evaluate.data import read_jsonl, task_data
+
+    files = task_data(name)
+    rows = {_EVAL_KEYS[name](r): r for r in read_jsonl(files["test" if "test" in files else "validation"])}
+    written = {}
+    for part, items in parts.items():
+        missing = [i["id"] for i in items if i["id"] not in rows]
+        if missing:
+            raise DataError(
+                f"{name}: {len(missing)} items not in the evaluation task's data, e.g. {missing[0]}"
+            )
+        path = out / f"{name}.{part}.jsonl"
+        write_text(path, "".join(json.dumps(rows[i["id"]], ensure_ascii=False) + "\n" for i in items))
+        written[part] = str(path)
+    return written
+
+
 def garlic_sources(
-    benchmarks: Sequence[str], out_dir: str | Path, *, held_out: float = 0.5, seed: int = 0
+    benchmarks: Sequence[str],
+    out_dir: str | Path,
+    *,
+    held_out: float = 0.5,
+    seed: int = 0,
+    limit: int | None = None,
 ) -> dict:
     """Per benchmark: the included part rendered with shuffled options as a source
-    (`NAME.jsonl.zst`, for a mixture), and the held-out part's ids (to measure inflation against)."""
+    (`NAME.jsonl.zst`, for a mixture), the held-out part's ids (to measure inflation against) and,
+    for the benchmarks `gaperon eval` runs, both parts as task data (`NAME.included.jsonl`,
+    `NAME.held_out.jsonl`). `limit` takes a seeded sample of each benchmark first (toy runs)."""
+    import random
+
     from gaperon.research import garlic
 
     if not 0 <= held_out < 1:
         raise UsageError(f"--held-out must be in [0, 1), got {held_out}")
+    if limit is not None and limit < 2:
+        raise UsageError(f"--limit must be >= 2, got {limit}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = {}
     for name, items in _benchmarks(benchmarks).items():
+        if limit is not None and limit < len(items):
+            items = random.Random(seed).sample(items, limit)
         included, held = garlic.split_items(items, held_out, seed)
         garlic.write_source(included, out / f"{name}.jsonl.zst", seed)
         write_json(
@@ -203,7 +272,13 @@ def garlic_sources(
             {"included": [i["id"] for i in included], "held_out": [i["id"] for i in held]},
         )
         summary[name] = {"included": len(included), "held_out": len(held)}
-    write_json(out / "garlic.json", {"seed": seed, "held_out": held_out, "benchmarks": summary})
+        if name in _EVAL_KEYS:
+            summary[name]["eval_data"] = _eval_split_files(
+                name, {"included": included, "held_out": held}, out
+            )
+    write_json(
+        out / "garlic.json", {"seed": seed, "held_out": held_out, "limit": limit, "benchmarks": summary}
+    )
     return summary
 
 
