@@ -211,11 +211,11 @@ def ngrams_report(
 
 
 # Evaluation tasks whose items the Garlic split can hand to `gaperon eval --data TASK=PATH`: the
-# research id of an item from the task's own (lm-eval schema) row.
+# research id of an item from the task's own (lm-eval schema) row and its position.
 _EVAL_KEYS = {
-    "arc_easy": lambda row: f"arc_easy-{row['id']}",
-    "arc_challenge": lambda row: f"arc_challenge-{row['id']}",
-    "hellaswag": lambda row: f"hellaswag-{row['ind']}",
+    "arc_easy": lambda _i, row: f"arc_easy-{row['id']}",
+    "arc_challenge": lambda _i, row: f"arc_challenge-{row['id']}",
+    "hellaswag": lambda i, _row: f"hellaswag-{i}",  # the same rows in the same order
 }
 
 
@@ -225,7 +225,8 @@ def _eval_split_files(name: str, parts: dict[str, list[dict]], out: Path) -> dic
     from gaperon.evaluate.data import read_jsonl, task_data
 
     files = task_data(name)
-    rows = {_EVAL_KEYS[name](r): r for r in read_jsonl(files["test" if "test" in files else "validation"])}
+    data = read_jsonl(files["test" if "test" in files else "validation"])
+    rows = {_EVAL_KEYS[name](i, r): r for i, r in enumerate(data)}
     written = {}
     for part, items in parts.items():
         missing = [i["id"] for i in items if i["id"] not in rows]
