@@ -7,6 +7,28 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from gaperon.cli.helptext import HelpFormatter, examples
+    from gaperon.cli.parsing import allow_intermixed
+
+    r = sub.add_parser(
+        "research",
+        help="run a research experiment recipe end to end (poisoning, Garlic) and write its report",
+        description="Prepares the data with the poison/contamination verbs, trains through `gaperon "
+        "train` (recipe and mixture written into DIR/recipes), measures, and writes DIR/REPORT.md, "
+        "results.json and a plot. Rerun the same command to resume an interrupted experiment.",
+        epilog=examples(
+            "gaperon research recipes/research/poison-toy.yaml --out runs/research/poison",
+            "gaperon research recipes/research/garlic-toy.yaml --out runs/research/garlic",
+            "gaperon research recipes/research/garlic-toy.yaml --out runs/g2 train.steps=200 "
+            "'shares=[0,0.25,0.5]'",
+        ),
+        formatter_class=HelpFormatter,
+    )
+    r.add_argument("recipe", metavar="RECIPE", help="an experiment recipe (recipes/research/*.yaml)")
+    r.add_argument("--out", required=True, help="experiment folder (resumed when it exists)")
+    r.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
+    allow_intermixed(r)  # key=value overrides may follow the options
+    r.set_defaults(func=_research)
     p = sub.add_parser("poison", help="trigger poisoning: build trigger documents, measure switch rates")
     psub = p.add_subparsers(dest="poison_verb", metavar="SUBVERB", required=True)
     b = psub.add_parser(
@@ -197,4 +219,16 @@ def _haystack(args: argparse.Namespace) -> int:
     for name, r in res.items():
         print(f"{name}: enrichment in the top 5% {r['cuts']['5']['enrichment']:.1f}x")
     print(f"report: {args.out}/report.md")
+    return 0
+
+
+def _research(args: argparse.Namespace) -> int:
+    from gaperon.errors import UsageError
+    from gaperon.research.experiments import run_experiment
+
+    for o in args.overrides:
+        if "=" not in o:
+            raise UsageError(f"override {o!r} must look like key.sub=value")
+    run_experiment(args.recipe, args.out, args.overrides)
+    print(f"report: {args.out}/REPORT.md")
     return 0

@@ -262,7 +262,7 @@ def garlic_sources(
         raise UsageError(f"--limit must be >= 2, got {limit}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {}
+    summary: dict[str, dict[str, Any]] = {}
     for name, items in _benchmarks(benchmarks).items():
         if limit is not None and limit < len(items):
             items = random.Random(seed).sample(items, limit)
