@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("recipe", help="recipes/research/haystack.yaml")
     ap.add_argument("--out", default="out/haystack")
     ap.add_argument("overrides", nargs="*", help="key=value (items=50, instruct.per_source=1000)")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)
     cfg = from_dict(HaystackRecipe, apply_overrides(load_yaml(args.recipe), args.overrides), args.recipe)
     out = Path(args.out)
     seconds: dict[str, float] = {}
