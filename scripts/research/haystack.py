@@ -58,6 +58,7 @@ class HaystackRecipe:
     gaperon: GaperonStep = field(default_factory=GaperonStep)
     instruct: InstructStep = field(default_factory=InstructStep)
     scorers: dict[str, str] = field(default_factory=dict)
+    device: str = "cpu"  # where the audit scores with classifier folders (cuda for encoder backends)
 
 
 def gaperon(*args: str) -> None:
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     gaperon(
         "contamination", "haystack", str(out / "web" / "haystack.jsonl.zst"),
         "--benchmarks", *cfg.benchmarks, "--items", str(cfg.items), "--inside", str(cfg.inside),
-        "--seed", str(cfg.seed), "--out", str(out / "audit"),
+        "--seed", str(cfg.seed), "--device", cfg.device, "--out", str(out / "audit"),
         *[a for name, path in scorers.items() for a in ("--scorer", f"{name}={path}")],
     )  # fmt: skip
     lap("audit")
