@@ -26,6 +26,23 @@ def test_macro_f1_matches_a_hand_count():
     assert m["confusion"] == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
 
 
+def test_macro_f1_skips_a_class_absent_from_truth_and_predictions():
+    """A binary high/low set (the haystack's instruction-vs-web classifier) scored over the three
+    labels: macro-F1 averaged 0 for `medium` in, reporting 0.66 for a near-perfect classifier."""
+    from sklearn.metrics import f1_score
+
+    y = ["high"] * 5 + ["low"] * 4
+    p = ["high"] * 4 + ["low"] * 5
+    m = scores(y, p, ("high", "low", "medium"))
+    assert m["macro_f1"] == pytest.approx(f1_score(y, p, average="macro"))
+    assert m["macro_f1"] == pytest.approx((8 / 9 + 8 / 9) / 2)
+    # a class the model predicts but the truth never has still counts (as a 0)
+    p2 = ["high"] * 4 + ["medium"] + ["low"] * 4
+    assert scores(y, p2, ("high", "low", "medium"))["macro_f1"] == pytest.approx(
+        f1_score(y, p2, average="macro")
+    )
+
+
 def test_stratified_split_and_balanced_weights():
     rows = [
         {"text": str(i), "label": lab, "language": "fr"} for i, lab in enumerate(["high"] * 30 + ["low"] * 10)

@@ -140,3 +140,38 @@ def test_benchmark_item_ids_are_unique():
     for name in ("hellaswag", "arc_easy", "gsm8k"):
         ids = [i["id"] for i in load_items(name)]
         assert len(ids) == len(set(ids)), name
+
+
+def test_haystack_end_to_end_with_a_classifier_folder_and_a_function(tmp_path, monkeypatch, capsys):
+    """Two scorers over a small haystack: a module:function that rewards `Answer:` lines (the
+    needles land on top, at the ceiling) and an n-gram classifier folder trained here."""
+    from gaperon.curate.classifier.ngram import NGramClassifier
+
+    corpus = tmp_path / "web.jsonl"
+    web = [f"Page {i}. The garden club met on day {i} to talk about soil, roses and rain." for i in range(60)]
+    corpus.write_text("".join(json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(web)))
+    bench = tmp_path / "quiz.jsonl"
+    rows = [{"id": f"q{i}", "question": f"What is {i} plus {i}?", "choices": [str(i), str(2 * i)], "gold": 1}
+            for i in range(5)]  # fmt: skip
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "answer_lines.py").write_text(
+        "def score(texts):\n    return [t.count('Answer:') + sum(map(ord, t)) / 1e9 for t in texts]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    clf = NGramClassifier(buckets=1 << 12, epochs=5)
+    clf.fit(["Question: what is it?\nA. x\nAnswer: A"] * 8 + web[:8], ["high"] * 8 + ["low"] * 8)
+    clf.save(tmp_path / "clf")
+    out = tmp_path / "rep"
+    args = ["contamination", "haystack", str(corpus), "--benchmarks", f"quiz={bench}", "--items", "5"]
+    args += ["--scorer", "fn=answer_lines:score", "--scorer", f"clf={tmp_path / 'clf'}"]
+    assert main([*args, "--device", "cpu", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["fn"]["documents"] == 65 and res["fn"]["needles"] == 5
+    assert sorted(res["fn"]["items"].values()) == [100 * r / 65 for r in range(61, 66)]
+    top10 = res["fn"]["cuts"]["10"]  # 6 documents in the top 10%: all 5 needles fit
+    assert top10["share_in_top"] == 1.0 and top10["enrichment"] == top10["max_enrichment"] == 10.0
+    assert res["clf"]["cuts"]["10"]["share_in_top"] == 1.0  # the toy classifier learned the format
+    report = (out / "report.md").read_text()
+    assert "| fn |" in report and "| clf |" in report and "ceiling" in report
+    assert (out / "percentiles.png").stat().st_size > 0
+    assert "fn: enrichment in the top 5% " in capsys.readouterr().out

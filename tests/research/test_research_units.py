@@ -80,6 +80,9 @@ def test_haystack_percentiles_and_enrichment_by_hand():
     assert res["items"] == {"item0": 97.0, "item1": 98.0, "item2": 99.0, "item3": 100.0}
     assert res["cuts"]["1"]["share_in_top"] == 0.25  # only the best document is in the top 1%
     assert res["cuts"]["5"]["share_in_top"] == 1.0 and res["cuts"]["5"]["enrichment"] == pytest.approx(20.0)
+    # the ceiling: one document fits in the top 1%, so at most 1 of 4 needles (25x, not 100x)
+    assert res["cuts"]["1"]["max_enrichment"] == pytest.approx(25.0)
+    assert res["cuts"]["5"]["max_enrichment"] == pytest.approx(20.0)
     low = haystack.audit(docs, -scores)  # needles are now the worst
     assert low["cuts"]["10"]["share_in_top"] == 0.0 and low["median_percentile"] == pytest.approx(2.5)
 

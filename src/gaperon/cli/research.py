@@ -128,6 +128,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--inside", type=float, default=0.0, help="share of items inserted inside documents")
     h.add_argument("--out", required=True)
     h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--device", default="cpu", help="where classifier folders score (cuda for encoders)")
     h.set_defaults(func=_haystack)
 
 
@@ -215,6 +216,7 @@ def _haystack(args: argparse.Namespace) -> int:
         items_per_benchmark=args.items,
         inside=args.inside,
         seed=args.seed,
+        device=args.device,
     )
     for name, r in res.items():
         print(f"{name}: enrichment in the top 5% {r['cuts']['5']['enrichment']:.1f}x")

@@ -292,6 +292,7 @@ def haystack_audit(
     items_per_benchmark: int = 35,
     inside: float = 0.0,
     seed: int = 0,
+    device: str = "cpu",
 ) -> dict:
     """Hide benchmark items among the corpus, rank everything with each scorer, report."""
     import random
@@ -306,6 +307,7 @@ def haystack_audit(
     for pool in _benchmarks(benchmarks).values():
         items += rng.sample(pool, min(items_per_benchmark, len(pool)))
     docs = haystack.build_haystack(read_texts(corpus), items, inside=inside, seed=seed)
-    results = haystack.run_audit(docs, {name: load_scorer(path) for name, path in scorers.items()})
+    loaded = {name: load_scorer(path, device=device) for name, path in scorers.items()}
+    results = haystack.run_audit(docs, loaded)
     haystack.write_report(results, out_dir)
     return results

@@ -15,7 +15,8 @@ from gaperon.errors import UsageError
 Scorer = Callable[[list[str]], np.ndarray]
 
 
-def load_scorer(spec: str) -> Scorer:
+def load_scorer(spec: str, *, device: str = "cpu", batch_size: int = 32) -> Scorer:
+    """A `module:function` scorer, or a classifier folder scored on `device` (a GPU for encoders)."""
     if ":" in spec and not spec.startswith(("/", ".")):
         module, _, name = spec.partition(":")
         try:
@@ -25,5 +26,5 @@ def load_scorer(spec: str) -> Scorer:
         return lambda texts: np.asarray(fn(texts), dtype=np.float64)
     from gaperon.curate.classifier.score import Scorer as QualityScorer  # the curation stage's classifiers
 
-    scorer = QualityScorer(spec)
+    scorer = QualityScorer(spec, device=device, batch_size=batch_size)
     return lambda texts: np.asarray(scorer.score(texts)[0], dtype=np.float64)

@@ -18,8 +18,12 @@ def confusion(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str
 
 
 def scores(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict:
-    """Accuracy, macro-F1 and per-class precision/recall/F1/support (F1 of an empty class is 0)."""
+    """Accuracy, macro-F1 and per-class precision/recall/F1/support (F1 of an empty class is 0).
+    Macro-F1 averages the classes that occur in the truth or the predictions (as scikit-learn does
+    without explicit labels): a two-class set (the instruction-vs-web classifier) is not averaged
+    with a zero for a class nobody has."""
     m = confusion(y_true, y_pred, labels)
+    seen = set(y_true) | set(y_pred)
     per = {}
     for i, name in enumerate(labels):
         tp, pred, true = m[i, i], m[:, i].sum(), m[i].sum()
@@ -30,7 +34,7 @@ def scores(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) 
     return {
         "n": int(m.sum()),
         "accuracy": float(np.trace(m) / m.sum()) if m.sum() else 0.0,
-        "macro_f1": float(np.mean([v["f1"] for v in per.values()])),
+        "macro_f1": float(np.mean([v["f1"] for n, v in per.items() if n in seen])) if seen else 0.0,
         "per_class": per,
         "confusion": m.tolist(),
     }
