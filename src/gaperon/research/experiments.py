@@ -134,19 +134,33 @@ def _resolve(spec: str, base: Path) -> str:
 
 # ------------------------------------------------------------------------------------------ running
 class Runner:
-    """Runs `gaperon` verbs in child processes, logging each command (the report lists them)."""
+    """Runs `gaperon` verbs in child processes. Each command is printed (and listed in the report);
+    its output goes to DIR/logs/, shown only when it fails, except training's progress."""
 
     def __init__(self, out: Path):
         self.out = out
         self.commands: list[str] = []
 
     def __call__(self, *args: str) -> None:
+        line = "gaperon " + shlex.join(args)
+        self.commands.append(line)
+        print(f"$ {line}", flush=True)
+        start = time.perf_counter()
         cmd = [sys.executable, "-m", "gaperon", *args]
-        self.commands.append("gaperon " + shlex.join(args))
-        print(f"$ gaperon {shlex.join(args)}", flush=True)
-        rc = subprocess.run(cmd, check=False).returncode
+        if args[0] == "train":
+            rc = subprocess.run(cmd, check=False).returncode
+            log = None
+        else:
+            log = self.out / "logs" / f"{len(self.commands):02d}-{'-'.join(args[:2])}.log".replace("/", "_")
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("w", encoding="utf-8") as f:
+                rc = subprocess.run(cmd, check=False, stdout=f, stderr=subprocess.STDOUT).returncode
         if rc != 0:
-            raise DataError(f"`gaperon {shlex.join(args)}` failed with exit code {rc}")
+            tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:] if log else []
+            print("\n".join(tail), file=sys.stderr)
+            where = f" (log: {log})" if log else ""
+            raise DataError(f"`{line}` failed with exit code {rc}{where}")
+        print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
 def _base_model(exp: Experiment, out: Path, run: Runner) -> str:
@@ -320,10 +334,11 @@ def _garlic(exp: GarlicExperiment, out: Path, run: Runner) -> dict:
 
 
 def _accuracy(results: Path, task: str) -> float:
-    """acc of `task` from a `gaperon eval --out` results.json (lm-eval's layout)."""
+    """The task's headline accuracy (acc_norm where lm-eval reports it, as `gaperon eval` does)
+    from a `gaperon eval --out` results.json."""
     data = json.loads(results.read_text(encoding="utf-8"))
     row = data.get("results", {}).get(task, {})
-    for key in ("acc,none", "acc"):
+    for key in ("acc_norm,none", "acc,none"):
         if key in row:
             return float(row[key])
-    raise DataError(f"{results}: no acc for {task} (keys: {sorted(row)})")
+    raise DataError(f"{results}: no accuracy for {task} (keys: {sorted(row)})")

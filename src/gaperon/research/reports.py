@@ -67,8 +67,9 @@ def _garlic(results: dict[str, Any], out: Path) -> list[str]:
         "# Garlic: contamination inflates scores",
         "",
         "Continued pretraining with the test items of each benchmark (options shuffled, the answer "
-        "letter following the gold option) at a share of training tokens; accuracy (lm-eval's `acc`) "
-        "on the included items against a held-out part of the same benchmark never trained on.",
+        "letter following the gold option) at a share of training tokens; accuracy (lm-eval's "
+        "`acc_norm`, as `gaperon eval` reports) on the included items against a held-out part of the "
+        "same benchmark never trained on.",
         "",
         "| run | share | benchmark | included | held out | gap | inflation vs base |",
         "|---|---|---|---|---|---|---|",
