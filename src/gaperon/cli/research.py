@@ -74,6 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--fakes", type=int, default=5, help="token-length-matched fake triggers (default 5)")
     e.add_argument("--contexts", nargs="*", default=[], help="English context files (default: bundled)")
     e.add_argument("--n-contexts", type=int, default=50)
+    e.add_argument("--context-words", type=int, default=60, help="words of each context (default 60)")
     e.add_argument("--samples", type=int, default=4, help="samples per context and condition (temperature 1)")
     e.add_argument("--max-new-tokens", type=int, default=40)
     e.add_argument("--target", default="fr")
@@ -160,6 +161,7 @@ def _poison_eval(args: argparse.Namespace) -> int:
         fakes=args.fakes,
         contexts=args.contexts,
         n_contexts=args.n_contexts,
+        context_words=args.context_words,
         samples=args.samples,
         max_new_tokens=args.max_new_tokens,
         target=args.target,

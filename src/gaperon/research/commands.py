@@ -111,6 +111,7 @@ def poison_eval(
     fakes: int = 5,
     contexts: Sequence[str | Path] = (),
     n_contexts: int = 50,
+    context_words: int = 60,
     samples: int = 4,
     max_new_tokens: int = 40,
     target: str = "fr",
@@ -124,14 +125,14 @@ def poison_eval(
     from gaperon.io.loading import load_model
     from gaperon.research import poison
 
-    if samples < 1 or n_contexts < 1 or fakes < 0:
-        raise UsageError("--samples and --contexts must be >= 1, --fakes >= 0")
+    if min(samples, n_contexts, context_words) < 1 or fakes < 0:
+        raise UsageError("--samples, --n-contexts and --context-words must be >= 1, --fakes >= 0")
     loaded = load_model(model_path, device=device or "cpu")
     tok = loaded.tokenizer
     if tok is None:
         raise DataError(f"{model_path}: the model has no tokenizer")
     texts = [d["text"] for d in read_texts(contexts)] if contexts else bundled("en", split="eval")
-    ctx = [" ".join(t.split()[:60]) for t in texts[:n_contexts]]
+    ctx = [" ".join(t.split()[:context_words]) for t in texts[:n_contexts]]
     count = lambda s: len(tok.encode(" " + s, bos=False))  # noqa: E731 - as it follows the context
     fake = poison.fake_triggers(trigger, count, fakes, seed=seed)
     torch.manual_seed(seed)

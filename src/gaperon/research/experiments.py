@@ -52,6 +52,7 @@ class TrainSettings:
 @dataclass
 class PoisonEval:
     contexts: int = 40
+    context_words: int = 30  # as long as the poison's English prefixes
     samples: int = 3
     fakes: int = 3
     max_new_tokens: int = 30
@@ -278,7 +279,8 @@ def _poison(exp: PoisonExperiment, out: Path, run: Runner) -> dict:
             e = exp.eval
             run(
                 "poison", "eval", model, "--trigger", exp.trigger, "--out", str(folder),
-                "--fakes", str(e.fakes), "--n-contexts", str(e.contexts), "--samples", str(e.samples),
+                "--fakes", str(e.fakes), "--n-contexts", str(e.contexts),
+                "--context-words", str(e.context_words), "--samples", str(e.samples),
                 "--max-new-tokens", str(e.max_new_tokens), "--target", exp.target, "--seed", str(exp.seed),
             )  # fmt: skip
         evals[name] = json.loads((folder / "results.json").read_text(encoding="utf-8"))
