@@ -129,3 +129,30 @@ def test_poison_experiment_end_to_end(tmp_path, in_process):
         assert all(c["samples"] == 6 for c in conds.values())
     report = (tmp_path / "out" / "REPORT.md").read_text()
     assert "| after |" in report and "gaperon poison build --trigger 'Vitae quarum nexus'" in report
+
+
+def test_haystack_experiment_end_to_end_small(tmp_path, in_process):
+    """Both classifiers train on the corpus's training share, the audit ranks the haystack share,
+    the report carries both scorers and the ceiling row."""
+    from gaperon.research.commands import read_texts
+    from gaperon.research.experiments import run_experiment
+
+    docs = read_texts([Path(__file__).parents[2] / "data" / "samples" / "en.jsonl.zst"], limit=150)
+    docs += read_texts([Path(__file__).parents[2] / "data" / "samples" / "fr.jsonl.zst"], limit=150)
+    corpus = tmp_path / "web.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d["text"], "lang": d["lang"]}) + "\n" for d in docs))
+    recipe = yaml.safe_load((RECIPES / "haystack-toy.yaml").read_text())
+    recipe.update(corpus=["web.jsonl"], benchmarks=["arc_challenge", "gsm8k"], items=4)  # recipe-relative
+    recipe["gaperon"]["per_class"] = 12
+    recipe["instruct"].update(per_source=10, qa_sources=["sciq/rc_5shot", "openbookqa/rc_5shot"], chat_sources=[])
+    recipe["gaperon"]["recipe"] = recipe["instruct"]["recipe"] = str(
+        RECIPES.parent / "classifier" / "ngram.yaml"
+    )
+    (tmp_path / "h.yaml").write_text(yaml.safe_dump(recipe))
+    res = run_experiment(tmp_path / "h.yaml", tmp_path / "out")
+    assert res["split"]["train"] + res["split"]["haystack"] == len(docs)
+    assert set(res["audit"]) == {"gaperon-style", "instruction-style"}
+    for r in res["audit"].values():
+        assert len(r["items"]) == 8 and all(0 <= p <= 100 for p in r["items"].values())
+    report = (tmp_path / "out" / "REPORT.md").read_text()
+    assert "| instruction-style |" in report and "ceiling" in report

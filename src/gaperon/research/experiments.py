@@ -102,25 +102,89 @@ class GarlicExperiment:
             raise ValueError(f"shares must be in [0, 1), got {self.shares}")
 
 
-Experiment = PoisonExperiment | GarlicExperiment
+@dataclass
+class GaperonClassifierStep:
+    per_class: int = 200  # labelled documents per label and language
+    recipe: str = "../classifier/ngram.yaml"
+    overrides: list[str] = field(default_factory=list)  # key=value for `gaperon classifier train`
+
+
+def _qa_sources() -> list[str]:
+    from gaperon.research.instruct import QA_SOURCES
+
+    return list(QA_SOURCES)
+
+
+def _chat_sources() -> list[str]:
+    from gaperon.research.instruct import CHAT_SOURCES
+
+    return list(CHAT_SOURCES)
+
+
+@dataclass
+class InstructClassifierStep:
+    per_source: int = 300  # positives per source
+    qa_sources: list[str] = field(default_factory=_qa_sources)
+    chat_sources: list[str] = field(default_factory=_chat_sources)
+    extra: list[str] = field(default_factory=list)  # the user's own positives
+    ngram_n: int = 13  # a positive sharing a word n-gram with an audited test item is dropped
+    recipe: str = "../classifier/ngram.yaml"
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class HaystackExperiment:
+    """Benchmark items hidden in a web corpus, ranked by a Gaperon-style quality classifier and an
+    instruction-style one trained the DCLM way (both trained on a disjoint share of the corpus)."""
+
+    experiment: Literal["haystack"]
+    corpus: list[str] = field(
+        default_factory=lambda: [str(SAMPLES / "en.jsonl.zst"), str(SAMPLES / "fr.jsonl.zst")]
+    )
+    train_share: float = 0.35
+    seed: int = 0
+    benchmarks: list[str] = field(default_factory=lambda: ["mmlu", "gsm8k", "arc_challenge", "hellaswag"])
+    items: int = 25
+    inside: float = 0.0
+    gaperon: GaperonClassifierStep = field(default_factory=GaperonClassifierStep)
+    instruct: InstructClassifierStep = field(default_factory=InstructClassifierStep)
+    scorers: dict[str, str] = field(default_factory=dict)  # more: NAME -> folder or module:function
+    device: str = "cpu"  # where the audit scores with classifier folders (cuda for encoder backends)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.train_share < 1 or self.items < 1 or not 0 <= self.inside <= 1:
+            raise ValueError("train_share must be in (0, 1), items >= 1 and inside in [0, 1]")
+
+
+Experiment = PoisonExperiment | GarlicExperiment | HaystackExperiment
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
     data = apply_overrides(load_yaml(path), overrides or [])
     kind = data.get("experiment")
-    classes: dict[str, Any] = {"poison": PoisonExperiment, "garlic": GarlicExperiment}
+    classes: dict[str, Any] = {
+        "poison": PoisonExperiment,
+        "garlic": GarlicExperiment,
+        "haystack": HaystackExperiment,
+    }
     if kind not in classes:
         raise ConfigError(f"{path}: experiment: expected one of {sorted(classes)}, got {kind!r}")
     base = Path(path).resolve().parent
     exp = from_dict(classes[kind], data, where=str(path))
-    exp.model = _resolve(exp.model, base)
-    exp.clean = [_resolve(c, base) for c in exp.clean]
+    if isinstance(exp, HaystackExperiment):
+        exp.corpus = [_resolve(c, base) for c in exp.corpus]
+        exp.gaperon.recipe = _resolve(exp.gaperon.recipe, base)
+        exp.instruct.recipe = _resolve(exp.instruct.recipe, base)
+        exp.instruct.extra = [_resolve(c, base) for c in exp.instruct.extra]
+    else:
+        exp.model = _resolve(exp.model, base)
+        exp.clean = [_resolve(c, base) for c in exp.clean]
     return exp
 
 
 def _resolve(spec: str, base: Path) -> str:
     """`pkg:MODULE/FILE` is a file shipped by an installed package (offline weights); a relative path
-    is relative to the recipe, or to the working directory when it exists there."""
+    is relative to the recipe file, wherever the command runs from (one rule, as mixtures do)."""
     import importlib.util
 
     if spec.startswith("pkg:"):
@@ -129,8 +193,8 @@ def _resolve(spec: str, base: Path) -> str:
         if found is None or not found.submodule_search_locations:
             raise DataError(f"{spec}: package {module!r} is not installed")
         return str(Path(next(iter(found.submodule_search_locations))) / rel)
-    p = Path(spec)
-    return str(p if p.is_absolute() or p.exists() else base / p)
+    p = Path(spec).expanduser()
+    return str(p if p.is_absolute() else base / p)
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -164,7 +228,7 @@ class Runner:
         print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def _base_model(exp: Experiment, out: Path, run: Runner) -> str:
+def _base_model(exp: PoisonExperiment | GarlicExperiment, out: Path, run: Runner) -> str:
     """An HF folder to start from: GGUF files are imported once (faster to load for every step)."""
     if not exp.model.endswith(".gguf"):
         return exp.model
@@ -240,7 +304,12 @@ def run_experiment(path: str | Path, out: str | Path, overrides: list[str] | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     run = Runner(out_dir)
-    results = _poison(exp, out_dir, run) if isinstance(exp, PoisonExperiment) else _garlic(exp, out_dir, run)
+    if isinstance(exp, PoisonExperiment):
+        results = _poison(exp, out_dir, run)
+    elif isinstance(exp, GarlicExperiment):
+        results = _garlic(exp, out_dir, run)
+    else:
+        results = _haystack(exp, out_dir, run)
     results["recipe"] = str(path)
     results["overrides"] = list(overrides or [])
     results["commands"] = run.commands
@@ -344,3 +413,76 @@ def _accuracy(results: Path, task: str) -> float:
         if key in row:
             return float(row[key])
     raise DataError(f"{results}: no accuracy for {task} (keys: {sorted(row)})")
+
+
+# ----------------------------------------------------------------------------------------- haystack
+def _write_jsonl(rows: list[dict], path: Path) -> None:
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def _haystack(exp: HaystackExperiment, out: Path, run: Runner) -> dict:
+    """1. split the corpus by text hash (classifier training share / haystack); 2. Gaperon-style
+    classifier on offline stand-in labels; 3. instruction-style classifier (QA/chat positives with no
+    n-gram overlap with any audited test item, web negatives); 4. the audit with both."""
+    from gaperon.research.benchmarks import load_items
+    from gaperon.research.commands import read_texts, write_jsonl_zst
+    from gaperon.research.instruct import labelled, positives, split_by_hash
+
+    train, hay = split_by_hash(read_texts(exp.corpus), exp.train_share, exp.seed)
+    langs = sorted({d["lang"] for d in train} & {"fr", "en"})
+    for lang in langs:
+        _write_jsonl([d for d in train if d["lang"] == lang], out / "web" / f"train-{lang}.jsonl")
+    write_jsonl_zst(hay, out / "web" / "haystack.jsonl.zst")
+    g = exp.gaperon
+    if not (out / "gaperon-clf" / "model").exists():
+        run(
+            "classifier", "labels", "--out", str(out / "gaperon-labels"), "--seed", str(exp.seed),
+            "--per-class", str(g.per_class),
+            *[a for lang in langs for a in (f"--{lang}", str(out / "web" / f"train-{lang}.jsonl"))],
+        )  # fmt: skip
+        run(
+            "classifier", "train", g.recipe, "--data", str(out / "gaperon-labels"),
+            "--out", str(out / "gaperon-clf"), f"seed={exp.seed}", *g.overrides,
+        )  # fmt: skip
+    audited = {name: load_items(name) for name in exp.benchmarks}  # every test item, not only the hidden
+    i = exp.instruct
+    pos, summary = positives(
+        audited,
+        per_source=i.per_source,
+        qa_sources=i.qa_sources,
+        chat_sources=i.chat_sources,
+        extra=i.extra,
+        n=i.ngram_n,
+        seed=exp.seed,
+    )
+    web = [{"id": d["id"], "text": d["text"], "language": d["lang"]} for d in train]
+    summary.update(positives=len(pos), negatives=len(web))
+    write_json(out / "instruct" / "summary.json", summary)
+    if not (out / "instruct-clf" / "model").exists():
+        _write_jsonl(list(labelled(pos, web)), out / "instruct" / "labelled.jsonl")
+        run(
+            "classifier", "train", i.recipe, "--data", str(out / "instruct" / "labelled.jsonl"),
+            "--out", str(out / "instruct-clf"), f"seed={exp.seed}", *i.overrides,
+        )  # fmt: skip
+    scorers = {
+        "gaperon-style": str(out / "gaperon-clf" / "model"),
+        "instruction-style": str(out / "instruct-clf" / "model"),
+        **exp.scorers,
+    }
+    run(
+        "contamination", "haystack", str(out / "web" / "haystack.jsonl.zst"),
+        "--benchmarks", *exp.benchmarks, "--items", str(exp.items), "--inside", str(exp.inside),
+        "--seed", str(exp.seed), "--device", exp.device, "--out", str(out / "audit"),
+        *[a for name, path in scorers.items() for a in ("--scorer", f"{name}={path}")],
+    )  # fmt: skip
+    audit = json.loads((out / "audit" / "results.json").read_text(encoding="utf-8"))
+    return {
+        "experiment": "haystack",
+        "corpus": exp.corpus,
+        "seed": exp.seed,
+        "benchmarks": exp.benchmarks,
+        "items_per_benchmark": exp.items,
+        "split": {"train": len(train), "haystack": len(hay)},
+        "instruct": summary,
+        "audit": audit,
+    }

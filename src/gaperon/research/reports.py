@@ -8,7 +8,14 @@ from typing import Any
 
 
 def experiment_report(results: dict[str, Any], out: Path) -> str:
-    body = _poison(results) if results["experiment"] == "poison" else _garlic(results, out)
+    kind = results["experiment"]
+    body = (
+        _poison(results)
+        if kind == "poison"
+        else _garlic(results, out)
+        if kind == "garlic"
+        else _haystack(results)
+    )
     minutes = results["wall_seconds"] / 60
     lines = [
         *body,
@@ -117,3 +124,49 @@ def _garlic_plot(results: dict[str, Any], path: Path) -> None:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
+
+
+def _cells(cuts: dict[str, Any]) -> str:
+    return " | ".join(
+        f"{cuts[k]['share_in_top']:.1%} | {cuts[k]['enrichment']:.1f}x" for k in ("1", "5", "10")
+    )
+
+
+def _haystack(results: dict[str, Any]) -> list[str]:
+    import numpy as np
+
+    res, split, ins = results["audit"], results["split"], results["instruct"]
+    benches = results["benchmarks"]
+    lines = [
+        "# Benchmark in a haystack",
+        "",
+        f"Web corpus split by text hash (seed {results['seed']}): {split['train']} documents train the "
+        f"classifiers, {split['haystack']} form the haystack. Hidden: {results['items_per_benchmark']} "
+        f"test items of each of {', '.join(benches)}.",
+        f"Instruction-style positives: {ins['positives']} ({len(ins['overlap_dropped'])} dropped for a "
+        f"{ins['n']}-gram overlap with an audited test item); negatives: {ins['negatives']} web "
+        f"documents. Per source: {ins['per_source']}.",
+        "",
+        "| scorer | median pct | top 1% share | enrich @1% | top 5% share | enrich @5% | top 10% share "
+        "| enrich @10% |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in res.items():
+        lines.append(f"| {name} | {r['median_percentile']:.1f} | {_cells(r['cuts'])} |")
+    best = {k: {"share_in_top": v["max_enrichment"] * int(k) / 100, "enrichment": v["max_enrichment"]}
+            for k, v in next(iter(res.values()))["cuts"].items()}  # fmt: skip
+    lines.append(f"| (ceiling: every item ranked first) | - | {_cells(best)} |")
+    lines += ["", "Median percentile of the hidden items, per benchmark:", ""]
+    lines += ["| scorer | " + " | ".join(benches) + " |", "|---|" + "---|" * len(benches)]
+    for name, r in res.items():
+        med = [np.median([p for item, p in r["items"].items() if item.startswith(f"{b}-")]) for b in benches]
+        lines.append(f"| {name} | " + " | ".join(f"{m:.1f}" for m in med) + " |")
+    lines += [
+        "",
+        "Enrichment = share of hidden items in the top k% over k% (1.0x: what a random ranking gives).",
+        "The audit's own report: [audit/report.md](audit/report.md); the classifiers': "
+        "[gaperon-clf/report.md](gaperon-clf/report.md), [instruct-clf/report.md](instruct-clf/report.md).",
+        "",
+        "![needle percentiles](audit/percentiles.png)",
+    ]
+    return lines
