@@ -1,5 +1,8 @@
 """`gaperon tokenize`: documents -> EOS-separated token shards, in parallel, resumable, reproducible.
 
+Each document is [BOS] + its tokens + EOS, with BOS exactly when the tokenizer's rule says its model
+is trained so (`gaperon.tokenizer.protocol.prompt_bos`; not for llama3, whose pretraining has none).
+
 Determinism is the design constraint. Documents are numbered in input order; which split a
 document goes to is a hash of its text; shard boundaries depend only on that order and on token
 counts. Workers only turn text into ids and the main process writes their results in input order,
@@ -41,6 +44,7 @@ from gaperon.data.readers import (
     read_documents,
 )
 from gaperon.tokenizer.fast_path import MAX_CHARS, safe_for_tiktoken
+from gaperon.tokenizer.protocol import prompt_bos
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +82,8 @@ def text_hash(text: str) -> float:
 
 # -- encoding: text -> one flat uint32 array per batch (EOS after each document), on one core
 class _Encoder:
-    """Turns a batch of texts into (flat ids with EOS after each document, per-document lengths).
+    """Turns a batch of texts into (flat ids with EOS after each document, and BOS before it when the
+    tokenizer's rule says so; per-document lengths).
 
     Same ids as `tok.encode_batch(texts)`, but cheaper: for a tiktoken-backed Tokenizer each text
     goes through tiktoken's `encode_to_numpy` (a uint32 buffer: no Python int per token) on the
@@ -90,6 +95,7 @@ class _Encoder:
     def __init__(self, tok: Any):
         self.tok = tok
         self.eos = np.array([tok.eos_id], dtype=fmt.TOKEN_DTYPE)
+        self.bos = np.array([tok.bos_id] if prompt_bos(tok) else [], dtype=fmt.TOKEN_DTYPE)
         # The tiktoken Encoding itself when the tokenizer provably runs on it (one core per worker).
         self.fast = tok.fast_encoder() if getattr(tok, "uses_tiktoken", False) else None
         self.to_numpy = getattr(self.fast, "encode_to_numpy", None)  # tiktoken >= 0.8
@@ -99,8 +105,10 @@ class _Encoder:
             parts = [np.asarray(ids, dtype=fmt.TOKEN_DTYPE) for ids in self.tok.encode_batch(texts)]
         else:
             parts = [self._one(t) for t in texts]
-        lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)) + 1
-        flat = np.concatenate(list(itertools.chain.from_iterable(zip(parts, itertools.repeat(self.eos)))))
+        lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)) + 1 + len(self.bos)
+        around = (self.bos, self.eos) if len(self.bos) else (None, self.eos)
+        pieces = [x for p in parts for x in (around[0], p, around[1]) if x is not None]
+        flat = np.concatenate(pieces)
         return flat.astype(fmt.TOKEN_DTYPE, copy=False), lengths
 
     def _one(self, text: str) -> np.ndarray:
@@ -167,6 +175,7 @@ def _tokenizer_record(tok, spec: Any) -> dict:
         "identity": tok.identity(),
         "vocab_size": int(tok.vocab_size),
         "eos_id": int(tok.eos_id),
+        "bos_id": int(tok.bos_id) if prompt_bos(tok) else None,  # the BOS each document starts with
     }
 
 
@@ -202,6 +211,11 @@ def _check_folder(out: Path, tok_rec: dict, job: dict) -> dict | None:
                 f"(identity {str(old.get('identity'))[:12]}...), "
                 f"not {tok_rec['name']!r} (identity {tok_rec['identity'][:12]}...): tokenizer mismatch; "
                 "use another --out folder"
+            )
+        if old.get("bos_id") != tok_rec["bos_id"]:
+            raise DataError(
+                f"{out} was built with documents starting with {old.get('bos_id')!r} (BOS id or None), "
+                f"but this tokenizer's rule gives {tok_rec['bos_id']!r}: use another --out folder"
             )
         if state.get("job") != job:
             raise DataError(
