@@ -42,6 +42,7 @@ from gaperon.data.readers import (
     load_repeat_fn,
     read_blocks,
     read_documents,
+    skip_line,
 )
 from gaperon.tokenizer.fast_path import MAX_CHARS, safe_for_tiktoken
 from gaperon.tokenizer.protocol import prompt_bos
@@ -62,6 +63,8 @@ class TokenizeOptions:
     max_chars: int = DEFAULT_MAX_CHARS
     batch_docs: int = 256  # documents per encode_batch call (and per task sent to a worker)
     batch_chars: int = 1 << 20  # ... or fewer, so workers get work in ~250k-token pieces
+    # Fail (after writing what was read: a rerun resumes) when skipped / all records exceeds this.
+    max_skip_ratio: float | None = None
 
     def check(self) -> None:
         if not 0 <= self.val_fraction < 1:
@@ -72,6 +75,8 @@ class TokenizeOptions:
             raise DataError(f"--workers must be >= 1, got {self.workers}")
         if self.max_chars < 1:
             raise DataError(f"--max-chars must be >= 1, got {self.max_chars}")
+        if self.max_skip_ratio is not None and not 0 <= self.max_skip_ratio <= 1:
+            raise DataError(f"--max-skip-ratio must be in [0, 1], got {self.max_skip_ratio}")
 
 
 def text_hash(text: str) -> float:
@@ -189,7 +194,7 @@ def _job(inputs: list[Path], options: TokenizeOptions) -> dict:
     opts = {
         f.name: getattr(options, f.name)
         for f in fields(options)
-        if f.name not in ("tokenizer", "workers", "batch_docs", "batch_chars")
+        if f.name not in ("tokenizer", "workers", "batch_docs", "batch_chars", "max_skip_ratio")
     }
     return {"inputs": files, "options": opts}
 
@@ -247,6 +252,7 @@ def tokenize(
     state = _check_folder(out, tok_rec, job)
     if state is not None and "splits" in state:
         log.info("%s: already complete", out)
+        _check_skip_ratio(state.get("reader", {}), options.max_skip_ratio, out, state["splits"])
         return state
     source = options.source or out.resolve().name
     read_opts = ReadOptions(
@@ -273,6 +279,8 @@ def tokenize(
     for split in fmt.SPLITS:
         _clean_temp_files(out / split)
         done[split] = _verified_prefix(out, done.get(split, []))
+    if state is not None:
+        log.info("%s", _resume_line(out, done))
     record = {
         "format": fmt.FORMAT,
         "version": fmt.VERSION,
@@ -301,19 +309,50 @@ def tokenize(
         for w in writers.values():
             w.abort()
         raise
+    summary = report.to_dict()
+    log.info("%s: %s", out, skip_line(summary))
+    _check_skip_ratio(summary, options.max_skip_ratio, out, {s: writers[s].done for s in fmt.SPLITS})
     manifest = {
         "format": fmt.FORMAT,
         "version": fmt.VERSION,
         "source": source,
         "tokenizer": tok_rec,
         "dtype": fmt.TOKEN_DTYPE.str,
-        "reader": report.to_dict(),
+        "reader": summary,
         "splits": {s: fmt.split_summary(writers[s].done) for s in fmt.SPLITS},
         "job": job,
     }
     atomic.write_json(out / fmt.MANIFEST, manifest)
     (out / fmt.PROGRESS).unlink(missing_ok=True)
     return manifest
+
+
+def _check_skip_ratio(reader: dict, limit: float | None, out: Path, shards: dict) -> None:
+    """DataError when skipped / all records > limit. Called once every shard is closed and recorded in
+    progress.json, so nothing is lost: a rerun (a higher limit, or fixed inputs in a new folder) resumes."""
+    skipped = sum(reader.get("skipped", {}).values())
+    total = skipped + int(reader.get("documents", 0))
+    if limit is None or total == 0 or skipped / total <= limit:
+        return
+    kept = sum(len(v) for v in shards.values())
+    raise DataError(
+        f"{out}: {skip_line(reader)}; that is {skipped / total:.1%} of the records, above "
+        f"--max-skip-ratio {limit:g}. The {kept} shard(s) written are kept; fix the inputs, or rerun "
+        "the same command with a higher --max-skip-ratio to finish"
+    )
+
+
+def _resume_line(out: Path, done: dict) -> str:
+    shards = [s for split in fmt.SPLITS for s in done.get(split, [])]
+    if not shards:
+        return f"resuming {out}: no shard was finished; starting from the first document"
+    docs = sum(int(s["documents"]) for s in shards)
+    toks = sum(int(s["tokens"]) for s in shards)
+    per_split = ", ".join(f"{len(done.get(s, []))} {s}" for s in fmt.SPLITS)
+    return (
+        f"resuming {out}: kept {len(shards)} finished shard(s) of the interrupted run ({per_split}: "
+        f"{docs:,} documents, {toks:,} tokens); re-reading the inputs to write the rest"
+    )
 
 
 _HEAD_CHARS = 1 << 26  # text kept in memory while looking for the first held-out document
