@@ -139,3 +139,18 @@ def test_a_token_folder_refuses_to_resume_with_another_rule(tmp_path):
     opts.tokenizer = llama3_tokenizer().with_add_bos(True)
     with pytest.raises(DataError, match="BOS"):
         tokenize([src], tmp_path / "out", opts, progress=False)
+
+
+def test_a_phase_refuses_sources_packed_with_different_rules(tmp_path):
+    from gaperon.data.mixture import load_phase
+    from gaperon.data.sampler import MixtureSampler
+    from gaperon.errors import DataError
+
+    src = tmp_path / "doc.jsonl"
+    src.write_text("".join(json.dumps({"text": f"document {i} " * 20}) + "\n" for i in range(20)))
+    for name, tok in (("plain", llama3_tokenizer()), ("bos", llama3_tokenizer().with_add_bos(True))):
+        tokenize([src], tmp_path / name, TokenizeOptions(tokenizer=tok, val_fraction=0.0), progress=False)
+    sources = [{"name": n, "path": str(tmp_path / n), "weight": 1.0} for n in ("plain", "bos")]
+    phase = load_phase({"name": "p", "seq_len": 8, "tokens": 64, "sources": sources})
+    with pytest.raises(DataError, match="same BOS rule"):
+        MixtureSampler(phase, global_batch=2)
