@@ -36,6 +36,7 @@ def test_a_skip_ratio_above_the_limit_fails_and_keeps_what_was_written(tmp_path,
     with pytest.raises(DataError) as e:
         tokenize([src], out, opts, progress=False)
     msg = str(e.value)
+    assert f"The {len(_bins(out))} shard(s) written are kept" in msg
     assert "skipped 5 of 50 records" in msg and "10.0%" in msg and "--max-skip-ratio 0.05" in msg
     assert "2 malformed_json" in msg and "1 empty_text" in msg
     with pytest.raises(DataError, match="not finished"):
@@ -47,8 +48,9 @@ def test_a_skip_ratio_above_the_limit_fails_and_keeps_what_was_written(tmp_path,
     m = tokenize([src], out, opts, progress=False)
     assert _bins(out) == _bins(tmp_path / "ref") and m["splits"] == ref["splits"]
     assert {p: (out / p).stat().st_mtime_ns for p in written} == written
+    written_all = _bins(out)
     opts.max_skip_ratio = 0.0  # a finished folder is checked too (nothing to lose there)
-    with pytest.raises(DataError, match="skipped 5 of 50"):
+    with pytest.raises(DataError, match=f"skipped 5 of 50 .* The {len(written_all)} shard"):
         tokenize([src], out, opts, progress=False)
 
 

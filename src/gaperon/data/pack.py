@@ -252,7 +252,8 @@ def tokenize(
     state = _check_folder(out, tok_rec, job)
     if state is not None and "splits" in state:
         log.info("%s: already complete", out)
-        _check_skip_ratio(state.get("reader", {}), options.max_skip_ratio, out, state["splits"])
+        shards = {split: v.get("shards", []) for split, v in state["splits"].items()}
+        _check_skip_ratio(state.get("reader", {}), options.max_skip_ratio, out, shards)
         return state
     source = options.source or out.resolve().name
     read_opts = ReadOptions(
