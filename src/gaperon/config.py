@@ -131,7 +131,9 @@ def config_error(source: str | Path | None, path: str, reason: str) -> ConfigErr
 def within(error: ConfigError, source: str | Path | None, path: str) -> ConfigError:
     """`error`, raised about a value inside field `path` of `source` (its own path relative to it),
     spelled with the full path: within('rules[0].keep: ...', 'r.yaml', 'steps[1]') ->
-    'r.yaml: steps[1].rules[0].keep: ...'."""
+    'r.yaml: steps[1].rules[0].keep: ...'. An error that already names another file is left as it is."""
+    if error.source and error.source != str(source or ""):
+        return error
     inner = error.path
     full = path + inner if inner.startswith("[") else ".".join(p for p in (path, inner) if p)
     return config_error(error.source or source, full, error.reason)
