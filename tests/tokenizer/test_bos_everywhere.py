@@ -88,11 +88,16 @@ def _check(tok, tmp: Path, bos_first: bool) -> None:
     from transformers import AutoTokenizer
 
     folder = _exported(tok, tmp)
-    reference = AutoTokenizer.from_pretrained(str(folder))(PROMPT)["input_ids"]
+    hf = AutoTokenizer.from_pretrained(str(folder))
+    reference = hf(PROMPT)["input_ids"]
     text_ids = tok.encode(PROMPT)
     assert reference == ([tok.bos_id] if bos_first else []) + text_ids
     got = _all_five(tok, tmp)
     assert got == dict.fromkeys(got, reference)
+    # Chat prompts: BOS comes from the template alone, in our chat and in transformers' alike.
+    msgs = [{"role": "user", "content": PROMPT}]
+    hf_chat = hf.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert encode_prompt(tok, PROMPT, chat=True) == list(hf_chat)
     # The exported folder reloads with the same rule, and so do generation and serving on it.
     again = load_tokenizer(folder)
     assert again.add_bos == bos_first and encode_prompt(again, PROMPT, chat=False) == reference
