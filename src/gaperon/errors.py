@@ -32,7 +32,14 @@ class UsageError(GaperonError, ValueError):
 
 
 class ConfigError(GaperonError, ValueError):
-    """A bad recipe or config value; the message names the file and the dotted field."""
+    """A bad recipe or config value. The message names the file and the field path one way everywhere,
+    `FILE: phases[0].lr.peak: reason` (built by `gaperon.config.config_error`, which also keeps the
+    parts, so an error raised inside a field can be re-spelled with the full path)."""
+
+    def __init__(self, message: str, *, source: str = "", path: str = "", reason: str | None = None) -> None:
+        super().__init__(message)
+        self.source, self.path = source, path
+        self.reason = message if reason is None else reason
 
 
 class DataError(GaperonError, ValueError):

@@ -68,7 +68,7 @@ def test_user_errors_are_one_line_and_exit_1(tmp_path, corpus, capsys):
     mix = tmp_path / "mix.yaml"
     mix.write_text("name: demo\nseq_len: 0\ntokens: 10\nsources: [{name: a, path: x, weight: 1}]\n")
     assert main(["data", "phase", str(mix)]) == 1
-    assert "mix.yaml.seq_len: must be > 0" in capsys.readouterr().err
+    assert "mix.yaml: seq_len: must be > 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -88,7 +88,7 @@ def test_weights_normalise_and_errors_name_the_file(tmp_path):
     assert p.weights == [0.25, 0.75]
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: p\nseq_len: -1\ntokens: 10\nsources: []\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml\.seq_len"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: seq_len: must be > 0"):
         load_phase(bad)
 
 

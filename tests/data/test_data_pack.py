@@ -185,6 +185,7 @@ def test_manifest_records_reader_report_and_format(tmp_path):
         "identity": "byte-tokenizer-v1",
         "vocab_size": 257,
         "eos_id": 256,
+        "bos_id": None,  # documents start with no BOS (the tokenizer records no BOS rule)
     }
     assert m["reader"]["skipped"] == {"malformed_json": 1, "empty_text": 1}
     assert m["reader"]["first"]["malformed_json"].endswith("in.jsonl:11")

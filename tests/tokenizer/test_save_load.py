@@ -86,8 +86,9 @@ def test_load_bare_tokenizer_json_guesses_llama3_roles(small_tok, tmp_path):
     assert loaded.encode_chat(msgs) == small_tok.encode_chat(msgs)
 
 
-def test_official_bos_template_is_not_applied(small_tok, tmp_path):
-    """The HF Llama-3 tokenizer.json adds BOS in its post-processor; we keep BOS explicit."""
+def test_official_bos_template_becomes_the_bos_rule(small_tok, tmp_path):
+    """The HF Llama-3 tokenizer.json adds BOS in its post-processor: `encode` stays explicit, and
+    the folder's rule is kept as `add_bos` (and written back on save)."""
     from tokenizers import Tokenizer as Backend
     from tokenizers import processors
 
@@ -118,13 +119,16 @@ def test_official_bos_template_is_not_applied(small_tok, tmp_path):
     )
     (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [eos, eom, eot]}))
     loaded = load_tokenizer(folder)
-    assert loaded.encode("hi") == hi
+    assert loaded.encode("hi") == hi  # encode itself never adds BOS ...
+    assert loaded.add_bos  # ... but the folder's rule (BOS before each document) is kept as data
     assert loaded.eos_id == eot and loaded.stop_ids == {eos, eom, eot}
     assert loaded.chat_template is None
     resaved = loaded.save(tmp_path / "resaved")
     import transformers
 
-    assert transformers.AutoTokenizer.from_pretrained(str(resaved))("hi")["input_ids"] == hi
+    assert transformers.AutoTokenizer.from_pretrained(str(resaved))("hi")["input_ids"] == [bos, *hi]
+    assert load_tokenizer(resaved).add_bos
+    assert not load_tokenizer(loaded.with_add_bos(False).save(tmp_path / "plain")).add_bos
 
 
 def test_load_small_tiktoken_file_matches_tiktoken(small_tok, tmp_path):

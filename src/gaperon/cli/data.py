@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "gaperon tokenize corpus/ --out data/tokens/web --workers 8 --text-field content",
             "gaperon tokenize rehydrated.parquet --out data/tokens/hq --repeat-field copies",
             "gaperon tokenize data/samples/fr.jsonl.zst --out data/tokens/fr   # again: resumes",
+            "gaperon tokenize crawl.jsonl.gz --out data/tokens/crawl --max-skip-ratio 0.05",
         ),
         formatter_class=HelpFormatter,
     )
@@ -52,6 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-chars", type=int, default=None, help="truncate longer documents (default 10M chars)"
+    )
+    p.add_argument(
+        "--max-skip-ratio",
+        type=float,
+        default=None,
+        metavar="R",
+        help="fail when more than this share of the records is skipped (malformed, empty...); the "
+        "shards written are kept and a rerun resumes (default: never fail)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_tokenize)
@@ -107,6 +116,8 @@ def _check_tokenize_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--shard-tokens must be >= 1, got {args.shard_tokens}")
     if args.max_chars is not None and args.max_chars < 1:
         raise UsageError(f"--max-chars must be >= 1, got {args.max_chars}")
+    if args.max_skip_ratio is not None and not 0 <= args.max_skip_ratio <= 1:
+        raise UsageError(f"--max-skip-ratio must be in [0, 1], got {args.max_skip_ratio}")
     missing = [i for i in args.inputs if not Path(i).exists()]
     if missing:
         raise UsageError(f"no such input file or folder: {', '.join(missing)}")
@@ -131,6 +142,7 @@ def _tokenize(args: argparse.Namespace) -> int:
         shard_tokens=args.shard_tokens,
         source=args.source,
         max_chars=args.max_chars or DEFAULT_MAX_CHARS,
+        max_skip_ratio=args.max_skip_ratio,
     )
     tokenize(args.inputs, args.out, opts, progress=not args.quiet)
     print(format_stats([args.out]))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from datatrove.data import Document, DocumentsPipeline
 
-from gaperon.config import from_dict
+from gaperon.config import config_error, from_dict
 from gaperon.curate.steps import CountingStep, Counts, register_step
 from gaperon.errors import ConfigError
 
@@ -93,10 +93,10 @@ def _select_labels(spec: dict) -> LabelSelect:
     if spec:
         raise ConfigError(f"unknown field(s) {', '.join(spec)}; known: rules")
     if not isinstance(rules, list) or not rules:
-        raise ConfigError(
-            "rules: a non-empty list of {sources, keep, subset_keep, subset_field, subset_values}"
+        raise config_error(
+            "", "rules", "a non-empty list of {sources, keep, subset_keep, subset_field, subset_values}"
         )
-    return LabelSelect([from_dict(LabelRule, r, f"rules[{i}]") for i, r in enumerate(rules)])
+    return LabelSelect([from_dict(LabelRule, r, path=f"rules[{i}]") for i, r in enumerate(rules)])
 
 
 @dataclass
@@ -211,5 +211,5 @@ def _select_top_k(spec: dict) -> TopKSelect:
     if spec:
         raise ConfigError(f"unknown field(s) {', '.join(spec)}; known: rules")
     if not isinstance(rules, list) or not rules:
-        raise ConfigError("rules: a non-empty list of {sources, top_percent}")
-    return TopKSelect([from_dict(TopKRule, r, f"rules[{i}]") for i, r in enumerate(rules)])
+        raise config_error("", "rules", "a non-empty list of {sources, top_percent}")
+    return TopKSelect([from_dict(TopKRule, r, path=f"rules[{i}]") for i, r in enumerate(rules)])

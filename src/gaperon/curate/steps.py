@@ -22,6 +22,7 @@ from typing import Any
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
+from gaperon.config import config_error, within
 from gaperon.errors import ConfigError
 
 # type name -> factory(spec) returning a PipelineStep, or for two-pass steps an object with
@@ -43,23 +44,26 @@ def register_step(name: str, *, two_pass: bool = False) -> Callable:
     return deco
 
 
-def build_step(spec: dict, where: str) -> Any:
-    """Recipe mapping -> step instance; unknown types and bad keys name the recipe field."""
+def build_step(spec: dict, where: str, source: str = "") -> Any:
+    """Recipe mapping -> step instance; unknown types and bad keys name the recipe field (`where`, e.g.
+    'steps[3]', in the file `source`), spelled as every config error is (`gaperon.config.config_error`)."""
     _load_builtin_steps()
     if not isinstance(spec, dict) or "type" not in spec:
-        raise ConfigError(f"{where}: a step is a mapping with a 'type' key, got {spec!r}")
+        raise config_error(source, where, f"a step is a mapping with a 'type' key, got {spec!r}")
     kind = spec["type"]
     if kind not in STEP_TYPES:
-        raise ConfigError(f"{where}.type: unknown step {kind!r}; known: {', '.join(sorted(STEP_TYPES))}")
+        raise config_error(
+            source, f"{where}.type", f"unknown step {kind!r}; known: {', '.join(sorted(STEP_TYPES))}"
+        )
     args = {k: v for k, v in spec.items() if k != "type"}
     try:
         step = STEP_TYPES[kind](args)
     except TypeError as e:
         if "keyword argument" not in str(e) and "missing" not in str(e):
             raise  # a bug inside the step, not a bad recipe key
-        raise ConfigError(f"{where}: {e}") from None
+        raise config_error(source, where, str(e)) from None
     except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
+        raise within(e, source, where) from None
     step.step_type = kind
     return step
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gaperon.config import ConfigError, from_dict, load_yaml
+from gaperon.config import ConfigError, config_error, field_path, from_dict, load_yaml
 
 _SUFFIX = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
 
@@ -51,12 +51,14 @@ class Phase:
         return [s.weight / total for s in self.sources]
 
 
-def parse_tokens(value: Any, where: str) -> Any:
+def parse_tokens(value: Any, where: str | Path = "", path: str = "tokens") -> Any:
     """'3T' -> 3e12, '100B' -> 1e11, '2.5M' -> 2.5e6; anything else passes through unchanged."""
     if isinstance(value, str):
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmbgtKMBGT]?)\s*", value.replace("_", ""))
         if not m:
-            raise ConfigError(f"{where}: expected a token count like 1000000, 1e9, 100B or 3T, got {value!r}")
+            raise config_error(
+                where, path, f"expected a token count like 1000000, 1e9, 100B or 3T, got {value!r}"
+            )
         n = float(m.group(1)) * _SUFFIX.get(m.group(2).lower(), 1)
         return int(round(n))
     return value
@@ -87,8 +89,10 @@ def load_phase(
     *,
     check_paths: bool = True,
     base_file: str | Path | None = None,
+    path: str = "",
 ) -> Phase:
-    """A Phase from a YAML file or a dict; every bad value raises ConfigError naming file and field.
+    """A Phase from a YAML file or a dict; every bad value raises ConfigError naming file and field
+    (`where`: the file errors name; `path`: the field that holds this phase there, for an inline one).
 
     Source paths are resolved by `resolve_source_path`: from the YAML file, or for a dict from
     `base_file` (the file that holds it). A dict without `base_file` is taken as already resolved.
@@ -100,45 +104,49 @@ def load_phase(
         data, where = load_yaml(source), where or str(source)
         base_file = source
     if "tokens" in data:
-        data["tokens"] = parse_tokens(data["tokens"], f"{where}.tokens")
-    phase = from_dict(Phase, data, where)
+        data["tokens"] = parse_tokens(data["tokens"], where, field_path(path, "tokens"))
+    phase = from_dict(Phase, data, where, path=path)
     if base_file is not None:
         for s in phase.sources:
             s.path = resolve_source_path(base_file, s.path, phase.root)
-    validate_phase(phase, where, check_paths=check_paths)
+    validate_phase(phase, where, check_paths=check_paths, path=path)
     return phase
 
 
-def validate_phase(phase: Phase, where: str = "phase", *, check_paths: bool = True) -> None:
+def validate_phase(phase: Phase, where: str = "phase", *, check_paths: bool = True, path: str = "") -> None:
+    def bad(key: str, reason: str) -> ConfigError:
+        return config_error(where, field_path(path, key) if key else path, reason)
+
     if not phase.name:
-        raise ConfigError(f"{where}.name: must not be empty")
+        raise bad("name", "must not be empty")
     if phase.seq_len <= 0:
-        raise ConfigError(f"{where}.seq_len: must be > 0, got {phase.seq_len}")
+        raise bad("seq_len", f"must be > 0, got {phase.seq_len}")
     if phase.tokens <= 0:
-        raise ConfigError(f"{where}.tokens: must be > 0, got {phase.tokens}")
+        raise bad("tokens", f"must be > 0, got {phase.tokens}")
     if phase.seed < 0:
-        raise ConfigError(f"{where}.seed: must be >= 0, got {phase.seed}")
+        raise bad("seed", f"must be >= 0, got {phase.seed}")
     if not phase.sources:
-        raise ConfigError(f"{where}.sources: must list at least one source")
+        raise bad("sources", "must list at least one source")
     seen: set[str] = set()
     for i, s in enumerate(phase.sources):
-        at = f"{where}.sources[{i}]"
+        at = f"sources[{i}]"
         if not s.name:
-            raise ConfigError(f"{at}.name: must not be empty")
+            raise bad(f"{at}.name", "must not be empty")
         if s.name in seen:
-            raise ConfigError(f"{at}.name: {s.name!r} appears twice")
+            raise bad(f"{at}.name", f"{s.name!r} appears twice")
         seen.add(s.name)
         if not math.isfinite(s.weight) or s.weight < 0:
-            raise ConfigError(f"{at}.weight: must be a finite number >= 0, got {s.weight}")
+            raise bad(f"{at}.weight", f"must be a finite number >= 0, got {s.weight}")
         if check_paths and s.weight > 0 and not s.path.exists():
             shown = _shown(s.path)
-            raise ConfigError(
-                f"{at}.path: no token folder at {shown} (relative paths start at the mixture file's "
+            raise bad(
+                f"{at}.path",
+                f"no token folder at {shown} (relative paths start at the mixture file's "
                 f"folder, or at its `root`); tokenize the source into it first: "
-                f"gaperon tokenize INPUT... --out {shown}"
+                f"gaperon tokenize INPUT... --out {shown}",
             )
     if sum(s.weight for s in phase.sources) <= 0:
-        raise ConfigError(f"{where}.sources: weights must sum to > 0")
+        raise bad("sources", "weights must sum to > 0")
 
 
 def _shown(path: Path) -> str:

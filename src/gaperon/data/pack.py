@@ -1,5 +1,8 @@
 """`gaperon tokenize`: documents -> EOS-separated token shards, in parallel, resumable, reproducible.
 
+Each document is [BOS] + its tokens + EOS, with BOS exactly when the tokenizer's rule says its model
+is trained so (`gaperon.tokenizer.protocol.prompt_bos`; not for llama3, whose pretraining has none).
+
 Determinism is the design constraint. Documents are numbered in input order; which split a
 document goes to is a hash of its text; shard boundaries depend only on that order and on token
 counts. Workers only turn text into ids and the main process writes their results in input order,
@@ -39,8 +42,10 @@ from gaperon.data.readers import (
     load_repeat_fn,
     read_blocks,
     read_documents,
+    skip_line,
 )
 from gaperon.tokenizer.fast_path import MAX_CHARS, safe_for_tiktoken
+from gaperon.tokenizer.protocol import prompt_bos
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,8 @@ class TokenizeOptions:
     max_chars: int = DEFAULT_MAX_CHARS
     batch_docs: int = 256  # documents per encode_batch call (and per task sent to a worker)
     batch_chars: int = 1 << 20  # ... or fewer, so workers get work in ~250k-token pieces
+    # Fail (after writing what was read: a rerun resumes) when skipped / all records exceeds this.
+    max_skip_ratio: float | None = None
 
     def check(self) -> None:
         if not 0 <= self.val_fraction < 1:
@@ -68,6 +75,8 @@ class TokenizeOptions:
             raise DataError(f"--workers must be >= 1, got {self.workers}")
         if self.max_chars < 1:
             raise DataError(f"--max-chars must be >= 1, got {self.max_chars}")
+        if self.max_skip_ratio is not None and not 0 <= self.max_skip_ratio <= 1:
+            raise DataError(f"--max-skip-ratio must be in [0, 1], got {self.max_skip_ratio}")
 
 
 def text_hash(text: str) -> float:
@@ -78,7 +87,8 @@ def text_hash(text: str) -> float:
 
 # -- encoding: text -> one flat uint32 array per batch (EOS after each document), on one core
 class _Encoder:
-    """Turns a batch of texts into (flat ids with EOS after each document, per-document lengths).
+    """Turns a batch of texts into (flat ids with EOS after each document, and BOS before it when the
+    tokenizer's rule says so; per-document lengths).
 
     Same ids as `tok.encode_batch(texts)`, but cheaper: for a tiktoken-backed Tokenizer each text
     goes through tiktoken's `encode_to_numpy` (a uint32 buffer: no Python int per token) on the
@@ -90,6 +100,7 @@ class _Encoder:
     def __init__(self, tok: Any):
         self.tok = tok
         self.eos = np.array([tok.eos_id], dtype=fmt.TOKEN_DTYPE)
+        self.bos = np.array([tok.bos_id] if prompt_bos(tok) else [], dtype=fmt.TOKEN_DTYPE)
         # The tiktoken Encoding itself when the tokenizer provably runs on it (one core per worker).
         self.fast = tok.fast_encoder() if getattr(tok, "uses_tiktoken", False) else None
         self.to_numpy = getattr(self.fast, "encode_to_numpy", None)  # tiktoken >= 0.8
@@ -99,8 +110,10 @@ class _Encoder:
             parts = [np.asarray(ids, dtype=fmt.TOKEN_DTYPE) for ids in self.tok.encode_batch(texts)]
         else:
             parts = [self._one(t) for t in texts]
-        lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)) + 1
-        flat = np.concatenate(list(itertools.chain.from_iterable(zip(parts, itertools.repeat(self.eos)))))
+        lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)) + 1 + len(self.bos)
+        around = (self.bos, self.eos) if len(self.bos) else (None, self.eos)
+        pieces = [x for p in parts for x in (around[0], p, around[1]) if x is not None]
+        flat = np.concatenate(pieces)
         return flat.astype(fmt.TOKEN_DTYPE, copy=False), lengths
 
     def _one(self, text: str) -> np.ndarray:
@@ -167,6 +180,7 @@ def _tokenizer_record(tok, spec: Any) -> dict:
         "identity": tok.identity(),
         "vocab_size": int(tok.vocab_size),
         "eos_id": int(tok.eos_id),
+        "bos_id": int(tok.bos_id) if prompt_bos(tok) else None,  # the BOS each document starts with
     }
 
 
@@ -180,7 +194,7 @@ def _job(inputs: list[Path], options: TokenizeOptions) -> dict:
     opts = {
         f.name: getattr(options, f.name)
         for f in fields(options)
-        if f.name not in ("tokenizer", "workers", "batch_docs", "batch_chars")
+        if f.name not in ("tokenizer", "workers", "batch_docs", "batch_chars", "max_skip_ratio")
     }
     return {"inputs": files, "options": opts}
 
@@ -202,6 +216,11 @@ def _check_folder(out: Path, tok_rec: dict, job: dict) -> dict | None:
                 f"(identity {str(old.get('identity'))[:12]}...), "
                 f"not {tok_rec['name']!r} (identity {tok_rec['identity'][:12]}...): tokenizer mismatch; "
                 "use another --out folder"
+            )
+        if old.get("bos_id") != tok_rec["bos_id"]:
+            raise DataError(
+                f"{out} was built with documents starting with {old.get('bos_id')!r} (BOS id or None), "
+                f"but this tokenizer's rule gives {tok_rec['bos_id']!r}: use another --out folder"
             )
         if state.get("job") != job:
             raise DataError(
@@ -233,6 +252,8 @@ def tokenize(
     state = _check_folder(out, tok_rec, job)
     if state is not None and "splits" in state:
         log.info("%s: already complete", out)
+        shards = {split: v.get("shards", []) for split, v in state["splits"].items()}
+        _check_skip_ratio(state.get("reader", {}), options.max_skip_ratio, out, shards)
         return state
     source = options.source or out.resolve().name
     read_opts = ReadOptions(
@@ -259,6 +280,8 @@ def tokenize(
     for split in fmt.SPLITS:
         _clean_temp_files(out / split)
         done[split] = _verified_prefix(out, done.get(split, []))
+    if state is not None:
+        log.info("%s", _resume_line(out, done))
     record = {
         "format": fmt.FORMAT,
         "version": fmt.VERSION,
@@ -287,19 +310,50 @@ def tokenize(
         for w in writers.values():
             w.abort()
         raise
+    summary = report.to_dict()
+    log.info("%s: %s", out, skip_line(summary))
+    _check_skip_ratio(summary, options.max_skip_ratio, out, {s: writers[s].done for s in fmt.SPLITS})
     manifest = {
         "format": fmt.FORMAT,
         "version": fmt.VERSION,
         "source": source,
         "tokenizer": tok_rec,
         "dtype": fmt.TOKEN_DTYPE.str,
-        "reader": report.to_dict(),
+        "reader": summary,
         "splits": {s: fmt.split_summary(writers[s].done) for s in fmt.SPLITS},
         "job": job,
     }
     atomic.write_json(out / fmt.MANIFEST, manifest)
     (out / fmt.PROGRESS).unlink(missing_ok=True)
     return manifest
+
+
+def _check_skip_ratio(reader: dict, limit: float | None, out: Path, shards: dict) -> None:
+    """DataError when skipped / all records > limit. Called once every shard is closed and recorded in
+    progress.json, so nothing is lost: a rerun (a higher limit, or fixed inputs in a new folder) resumes."""
+    skipped = sum(reader.get("skipped", {}).values())
+    total = skipped + int(reader.get("documents", 0))
+    if limit is None or total == 0 or skipped / total <= limit:
+        return
+    kept = sum(len(v) for v in shards.values())
+    raise DataError(
+        f"{out}: {skip_line(reader)}; that is {skipped / total:.1%} of the records, above "
+        f"--max-skip-ratio {limit:g}. The {kept} shard(s) written are kept; fix the inputs, or rerun "
+        "the same command with a higher --max-skip-ratio to finish"
+    )
+
+
+def _resume_line(out: Path, done: dict) -> str:
+    shards = [s for split in fmt.SPLITS for s in done.get(split, [])]
+    if not shards:
+        return f"resuming {out}: no shard was finished; starting from the first document"
+    docs = sum(int(s["documents"]) for s in shards)
+    toks = sum(int(s["tokens"]) for s in shards)
+    per_split = ", ".join(f"{len(done.get(s, []))} {s}" for s in fmt.SPLITS)
+    return (
+        f"resuming {out}: kept {len(shards)} finished shard(s) of the interrupted run ({per_split}: "
+        f"{docs:,} documents, {toks:,} tokens); re-reading the inputs to write the rest"
+    )
 
 
 _HEAD_CHARS = 1 << 26  # text kept in memory while looking for the first held-out document

@@ -81,6 +81,23 @@ class ReaderReport:
         }
 
 
+def skip_line(reader: dict) -> str:
+    """'skipped N of M records: a malformed_json (first at f:3), b empty_text (...)' (N is the sum of
+    the per-reason counts; truncated documents are kept, so they are said apart)."""
+    skipped = reader.get("skipped", {})
+    first = reader.get("first", {})
+    n = sum(skipped.values())
+    total = n + int(reader.get("documents", 0))
+    line = f"skipped {n:,} of {total:,} records"
+    if n:
+        line += ": " + ", ".join(
+            f"{c:,} {why} (first at {first.get(why, '?')})" for why, c in skipped.items()
+        )
+    if reader.get("truncated"):
+        line += f"; kept {reader['truncated']:,} truncated (first at {reader.get('first_truncated')})"
+    return line
+
+
 def load_repeat_fn(spec: str) -> RepeatFn:
     """'package.module:function' -> the function (Gapetron's per-dataset repeat-count hook)."""
     module, sep, name = spec.partition(":")

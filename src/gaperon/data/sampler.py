@@ -22,6 +22,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -165,6 +166,7 @@ class MixtureSampler:
         self.train: list[SplitView | None] = []
         self.val: list[SplitView | None] = []
         self.identity = tokenizer_identity
+        bos_rule: tuple[Any, str] | None = None  # (the BOS id documents start with, the source that says so)
         for s, w in zip(phase.sources, weights):
             if w <= 0:
                 self.train.append(None)
@@ -180,6 +182,15 @@ class MixtureSampler:
                     f"phase {phase.name!r}: source {s.name!r} ({s.path}) was tokenized with "
                     f"{m['tokenizer']['name']!r} (identity {ident[:12]}...), which differs from {other} "
                     f"(identity {self.identity[:12]}...): tokenizer mismatch"
+                )
+            bos = m["tokenizer"].get("bos_id")
+            if bos_rule is None:
+                bos_rule = (bos, s.name)
+            elif bos != bos_rule[0]:
+                raise DataError(
+                    f"phase {phase.name!r}: source {s.name!r} ({s.path}) starts its documents with "
+                    f"{bos!r} but source {bos_rule[1]!r} with {bos_rule[0]!r} (a BOS id, or None for no "
+                    "BOS): tokenize every source with the same BOS rule"
                 )
             self.train.append(SplitView(Path(s.path), m["splits"]["train"]["shards"]))
             self.val.append(SplitView(Path(s.path), m["splits"].get("val", {"shards": []})["shards"]))

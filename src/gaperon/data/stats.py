@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gaperon.data.readers import skip_line
 from gaperon.data.shards import load_manifest
 
 
@@ -53,15 +54,8 @@ def format_stats(dirs: list[str | Path]) -> str:
             (f"# {d}", f"tokenizer {m['tokenizer']['name']}", m["tokenizer"]["identity"][:12], "", "", "", "")
         )
         rep = m.get("reader", {})
-        skipped = sum(rep.get("skipped", {}).values())
-        if skipped or rep.get("truncated"):
-            first = rep.get("first", {})
-            parts = [
-                f"{n} {why} (first at {first.get(why, '?')})" for why, n in rep.get("skipped", {}).items()
-            ]
-            if rep.get("truncated"):
-                parts.append(f"{rep['truncated']} truncated (first at {rep.get('first_truncated')})")
-            table.append((f"#   skipped {skipped} records: " + ", ".join(parts), "", "", "", "", "", ""))
+        if rep.get("skipped") or rep.get("truncated"):
+            table.append((f"#   {skip_line(rep)}", "", "", "", "", "", ""))
         for r in stats_rows([d]):
             total = m["splits"][r["split"]]["tokens"]
             share = f"{100 * r['tokens'] / total:.1f}%" if total else "-"

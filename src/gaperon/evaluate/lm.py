@@ -17,6 +17,7 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from gaperon.evaluate import scorer
+from gaperon.tokenizer.protocol import prompt_bos
 
 DEFAULT_BATCH = 64
 
@@ -93,12 +94,19 @@ class GaperonLM(TemplateLM):
 
     @property
     def prefix_token_id(self) -> int:
-        bos = getattr(self.tokenizer, "bos_id", None)
-        return int(bos) if bos is not None else self.eot_token_id
+        """What precedes a document in training: BOS where the tokenizer's rule puts one, else the
+        previous document's EOS (scoring from an empty context, and the rolling windows' first token)."""
+        return int(self.tokenizer.bos_id) if prompt_bos(self.tokenizer) else self.eot_token_id
 
-    def tok_encode(self, string: str, **_kwargs: Any) -> list[int]:
-        # Like a transformers tokenizer: special-token text (from a chat template) becomes its id.
-        return self.tokenizer.encode(string, allow_special=True)
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **_kwargs: Any) -> list[int]:
+        """As lm-eval's `hf` model on our exported folder: special-token text (from a chat template)
+        becomes its id, and BOS comes first when the tokenizer's rule says so, unless the caller says
+        add_special_tokens=False or the text already starts with it."""
+        ids = self.tokenizer.encode(string, allow_special=True)
+        bos = self.tokenizer.bos_id
+        if add_special_tokens is not False and prompt_bos(self.tokenizer) and (not ids or ids[0] != bos):
+            ids.insert(0, bos)
+        return ids
 
     def tok_decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(ids)
@@ -142,7 +150,8 @@ class GaperonLM(TemplateLM):
         owners: list[int] = []
         for i, req in enumerate(requests):
             (text,) = req.args
-            windows = scorer.rolling_windows(self.tok_encode(text), self.max_length, self.prefix_token_id)
+            ids = self.tok_encode(text, add_special_tokens=False)  # the prefix token stands for BOS
+            windows = scorer.rolling_windows(ids, self.max_length, self.prefix_token_id)
             pairs += windows
             owners += [i] * len(windows)
         totals = [0.0] * len(requests)

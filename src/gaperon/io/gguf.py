@@ -153,6 +153,7 @@ def gguf_tokenizer(meta: Mapping[str, Any], where: str, name: str, model_max_len
             pad_token=spec.pad_token,
             name=name,
             model_max_length=model_max_length,
+            add_bos=spec.add_bos,
         )
     except ValueError as e:
         raise ModelFormatError(f"{where}: bad tokenizer metadata: {e}") from None

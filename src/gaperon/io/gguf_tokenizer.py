@@ -58,6 +58,7 @@ class GGUFTokenizerSpec:
     pad_token: str | None
     stop_tokens: list[str]
     chat_template: str | None
+    add_bos: bool = False
 
 
 def build_byte_level_bpe(meta: Mapping[str, Any], where: str) -> GGUFTokenizerSpec:
@@ -120,11 +121,22 @@ def build_byte_level_bpe(meta: Mapping[str, Any], where: str) -> GGUFTokenizerSp
         raise ModelFormatError(f"{where}: tokenizer.ggml.eos_token_id missing")
     stops = [eos] + [t for t in (token("eot_token_id"), token("eom_token_id")) if t]
     stops += [t for t in END_OF_TURN if t in control]
+    bos = token("bos_token_id")
     return GGUFTokenizerSpec(
         backend=backend,
-        bos_token=token("bos_token_id"),
+        bos_token=bos,
         eos_token=eos,
         pad_token=token("padding_token_id"),
         stop_tokens=list(dict.fromkeys(stops)),
         chat_template=meta.get("tokenizer.chat_template"),
+        add_bos=bos is not None and gguf_add_bos(meta),
     )
+
+
+def gguf_add_bos(meta: Mapping[str, Any]) -> bool:
+    """The file's own BOS rule (`tokenizer.ggml.add_bos_token`, which llama.cpp follows); a file
+    without it gets BOS only for a Llama-3 pre-tokenizer, whose models were trained that way."""
+    flag = meta.get("tokenizer.ggml.add_bos_token")
+    if flag is not None:
+        return bool(flag)
+    return meta.get("tokenizer.ggml.pre") in _LLAMA3_NAMES

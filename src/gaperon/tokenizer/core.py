@@ -4,6 +4,9 @@ the chat template and a stable identity that the rest of gaperon needs.
 Why a wrapper: the backend alone does not know which ids stop generation, which template formats a
 chat, or how to refuse special-token text in ordinary documents. Here BOS/EOS are never implicit:
 `encode(text)` gives exactly the text's tokens; `bos=True`/`eos=True` or the chat template add them.
+Whether a document or plain prompt starts with BOS is one recorded fact, `add_bos` (how the model was
+trained; see `gaperon.tokenizer.protocol.prompt_bos`): packing, generation, serving and evaluation
+read it, and `save` writes it where transformers reads it (the post-processor in tokenizer.json).
 By default special-token text ("<|eot_id|>" inside a web page) is encoded as ordinary text.
 The backend is the source of truth (decode, save, transformers); `encode*` runs on tiktoken instead
 when fast_path.py proves both give the same ids, because tiktoken is several times faster.
@@ -11,6 +14,7 @@ when fast_path.py proves both give the same ids, because tiktoken is several tim
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -46,14 +50,19 @@ class Tokenizer:
         name: str = "custom",
         model_max_length: int = 4096,
         ranks: Mapping[bytes, int] | None = None,
+        add_bos: bool = False,
     ) -> None:
         """`ranks`: the tiktoken table this backend was built from (enables the exact fast path at once;
-        without it, equivalence is checked lazily on the first encode)."""
+        without it, equivalence is checked lazily on the first encode). `add_bos`: documents started
+        with BOS when the model was trained (so plain prompts do too)."""
+        if add_bos and bos_token is None:
+            raise ModelFormatError(f"tokenizer {name!r}: add_bos is set but there is no bos_token")
         _drop_implicit_specials(backend)
         self._backend = backend
         self.name = name
         self.chat_template = chat_template
         self.model_max_length = model_max_length
+        self.add_bos = bool(add_bos)
         self.bos_token, self.eos_token, self.pad_token = bos_token, eos_token, pad_token
         self.bos_id = self._require(bos_token, "bos_token") if bos_token is not None else None
         self.eos_id = self._require(eos_token, "eos_token")
@@ -83,6 +92,7 @@ class Tokenizer:
         pad_token: str | None = None,
         name: str = "custom",
         model_max_length: int = 4096,
+        add_bos: bool = False,
     ) -> Tokenizer:
         """Wrap a backend (takes ownership: a BOS/EOS-adding post-processor is removed, see module doc)."""
         return cls(
@@ -94,7 +104,16 @@ class Tokenizer:
             pad_token=pad_token,
             name=name,
             model_max_length=model_max_length,
+            add_bos=add_bos,
         )
+
+    def with_add_bos(self, add_bos: bool) -> Tokenizer:
+        """The same tokenizer with another BOS rule (for a model trained the other way)."""
+        if add_bos and self.bos_token is None:
+            raise ModelFormatError(f"tokenizer {self.name!r}: add_bos is set but there is no bos_token")
+        out = copy.copy(self)  # through __getstate__: a fresh lock and lazy copies
+        out.add_bos = bool(add_bos)
+        return out
 
     def _require(self, token: str, role: str) -> int:
         i = self._backend.token_to_id(token)
@@ -272,8 +291,11 @@ class Tokenizer:
         """Write tokenizer.json, tokenizer_config.json, special_tokens_map.json (+ our sidecar) into `folder`.
 
         Each file is written atomically; other files already in the folder (model weights) are kept.
-        The result loads with `transformers.AutoTokenizer.from_pretrained(folder)` offline and adds no
-        BOS by itself, so `tok(apply_chat_template(..., tokenize=False))` has exactly one BOS.
+        The result loads with `transformers.AutoTokenizer.from_pretrained(folder)` offline and encodes
+        a plain prompt as `generate` does: BOS first exactly when `add_bos` says so (a post-processor in
+        tokenizer.json, which is what transformers' fast tokenizers apply, and `add_bos_token` for
+        the classes that read that). A chat template that writes BOS itself is then rendered with
+        `tokenize=False` and encoded with `add_special_tokens=False`, as transformers documents.
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -281,7 +303,7 @@ class Tokenizer:
         config: dict[str, Any] = {
             "tokenizer_class": "PreTrainedTokenizerFast",
             **roles,
-            "add_bos_token": False,
+            "add_bos_token": self.add_bos,
             "add_eos_token": False,
             "clean_up_tokenization_spaces": False,
             "model_max_length": self.model_max_length,
@@ -289,20 +311,56 @@ class Tokenizer:
         }
         if self.chat_template is not None:
             config["chat_template"] = self.chat_template
-        write_text(folder / "tokenizer.json", self._backend.to_str(pretty=False))
+        write_text(folder / "tokenizer.json", self._exported_backend().to_str(pretty=False))
         write_json(folder / "tokenizer_config.json", config)
         write_json(folder / "special_tokens_map.json", roles)
         write_json(
             folder / SIDECAR,
-            {"name": self.name, "stop_tokens": list(self.stop_tokens), "identity": self.identity()},
+            {
+                "name": self.name,
+                "stop_tokens": list(self.stop_tokens),
+                "identity": self.identity(),
+                "add_bos": self.add_bos,
+            },
         )
         return folder
+
+    def _exported_backend(self) -> Backend:
+        """The backend as transformers should see it: with a post-processor that puts BOS first
+        when `add_bos` says so (the same shape as the official Llama-3 tokenizer.json)."""
+        if not self.add_bos:
+            return self._backend
+        assert self.bos_token is not None and self.bos_id is not None  # checked in __init__
+        out = Backend.from_str(self._backend.to_str())
+        bos = self.bos_token
+        template = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B:1", special_tokens=[(bos, self.bos_id)]
+        )
+        kept = out.post_processor
+        out.post_processor = template if kept is None else processors.Sequence([kept, template])
+        return out
 
     def __repr__(self) -> str:
         return (
             f"Tokenizer(name={self.name!r}, vocab_size={self.vocab_size}, "
-            f"bos={self.bos_id}, eos={self.eos_id})"
+            f"bos={self.bos_id}, eos={self.eos_id}, add_bos={self.add_bos})"
         )
+
+
+def post_processor_adds_bos(backend: Backend, bos_token: str | None) -> bool:
+    """Whether the backend's post-processor puts `bos_token` first in a single sequence (the official
+    Llama-3 tokenizer.json does): what transformers' fast tokenizer does with it by default."""
+    if bos_token is None or backend.post_processor is None:
+        return False
+    data = json.loads(backend.to_str()).get("post_processor") or {}
+    for proc in data.get("processors", [data]):
+        if proc.get("type") == "TemplateProcessing":
+            single = proc.get("single") or []
+            first = single[0] if single else {}
+            return first.get("SpecialToken", {}).get("id") == bos_token
+        if proc.get("type") in ("BertProcessing", "RobertaProcessing"):
+            return proc.get("cls", [None])[0] == bos_token
+    return False
 
 
 def _drop_implicit_specials(backend: Backend) -> None:

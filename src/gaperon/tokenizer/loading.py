@@ -15,7 +15,7 @@ from tokenizers import Tokenizer as Backend
 
 from gaperon.errors import ModelFormatError
 from gaperon.tokenizer.chat import LLAMA3_CHAT_TEMPLATE
-from gaperon.tokenizer.core import SIDECAR, Tokenizer
+from gaperon.tokenizer.core import SIDECAR, Tokenizer, post_processor_adds_bos
 from gaperon.tokenizer.specials import (
     BOS,
     EOS,
@@ -29,6 +29,10 @@ from gaperon.tokenizer.specials import (
 from gaperon.tokenizer.tiktoken_ranks import byte_level_backend, ranks_to_vocab_merges, read_tiktoken_ranks
 
 LLAMA3_NAMES = ("llama3", "llama-3", "llama3.1", "llama-3.1")
+# Our pretraining packs each document as its text + EOS, with no BOS (SPEC.md section 2; `gaperon
+# tokenize`), so a model trained on our llama3 shards never saw BOS before a document, and its plain
+# prompts get none either. Chat turns are another matter: the chat template writes BOS itself.
+LLAMA3_ADD_BOS = False
 
 # Role guesses for a bare tokenizer.json, first match wins: (bos, eos, pad, stop tokens, chat template).
 _KNOWN_ROLES: tuple[tuple[str | None, str, str | None, tuple[str, ...], str | None], ...] = (
@@ -52,8 +56,11 @@ def llama3_ranks_path() -> Path:
     return path
 
 
-def tiktoken_tokenizer(path: str | Path, *, name: str = "custom") -> Tokenizer:
-    """A Llama-3-style tokenizer from any tiktoken ranks file: Llama-3 regex, 256 specials after the ranks."""
+def tiktoken_tokenizer(
+    path: str | Path, *, name: str = "custom", add_bos: bool = LLAMA3_ADD_BOS
+) -> Tokenizer:
+    """A Llama-3-style tokenizer from any tiktoken ranks file: Llama-3 regex, 256 specials after the ranks
+    (`add_bos`: documents start with BOS; our pretraining's rule by default)."""
     ranks = read_tiktoken_ranks(path)
     vocab, merges = ranks_to_vocab_merges(ranks)
     backend = byte_level_backend(vocab, merges, LLAMA3_PATTERN, LLAMA3_SPECIALS)
@@ -66,6 +73,7 @@ def tiktoken_tokenizer(path: str | Path, *, name: str = "custom") -> Tokenizer:
         chat_template=LLAMA3_CHAT_TEMPLATE,
         name=name,
         ranks=ranks,
+        add_bos=add_bos,
     )
 
 
@@ -157,6 +165,7 @@ def _from_tokenizer_json(file: Path, folder: Path | None) -> Tokenizer:
     ):
         stop = [*stop, *LLAMA3_STOP]  # a Llama-3-family chat ends at any of these, whatever eos_token says
     stop = [t for t in stop if backend.token_to_id(t) is not None]
+    add_bos = _bos_rule(backend, bos, config, sidecar)
     name = sidecar.get("name") or (folder.name if folder is not None else file.stem)
     max_len = config.get("model_max_length")
     # transformers writes a huge sentinel when the length is unknown: keep our default then.
@@ -170,7 +179,20 @@ def _from_tokenizer_json(file: Path, folder: Path | None) -> Tokenizer:
         chat_template=template,
         name=str(name),
         model_max_length=model_max_length,
+        add_bos=add_bos,
     )
+
+
+def _bos_rule(backend: Backend, bos: str | None, config: dict[str, Any], sidecar: dict[str, Any]) -> bool:
+    """Whether this folder's model saw BOS before each document: our sidecar says so when we wrote the
+    folder; otherwise transformers' own behaviour decides (the post-processor in tokenizer.json, as
+    official Llama-3 folders have, or `add_bos_token: true` for the classes that build one from it)."""
+    if bos is None:
+        return False
+    declared = sidecar.get("add_bos")
+    if isinstance(declared, bool):
+        return declared
+    return post_processor_adds_bos(backend, bos) or config.get("add_bos_token") is True
 
 
 def _guess_roles(backend: Backend):

@@ -1,4 +1,4 @@
-"""`TextTokenizer`: what inference code uses of a tokenizer, and the BOS rule for plain prompts.
+"""`TextTokenizer`: what inference code uses of a tokenizer, and THE BOS rule (`prompt_bos`).
 
 `gaperon.tokenizer.Tokenizer` satisfies it; the test doubles do too. `identity()` names the id
 mapping (two tokenizers with the same identity give the same ids), which is what speculative
@@ -30,6 +30,11 @@ class TextTokenizer(Protocol):
     @property
     def chat_template(self) -> str | None: ...
 
+    @property
+    def add_bos(self) -> bool:
+        """Documents started with BOS when the model was trained (see `prompt_bos`)."""
+        ...
+
     def encode(
         self, text: str, *, bos: bool = ..., eos: bool = ..., allow_special: bool = ...
     ) -> list[int]: ...
@@ -44,15 +49,10 @@ class TextTokenizer(Protocol):
 
 
 def prompt_bos(tok: TextTokenizer) -> bool:
-    """Whether a plain-text prompt (`generate`, `/v1/completions`) starts with BOS.
-
-    The rule: a prompt starts the way the model's own documents started in training. A tokenizer
-    that states it (an `add_bos` attribute) is believed; otherwise a tokenizer whose chat template
-    writes BOS (Llama-3) was trained on BOS-prefixed text and gets one, and any other gets none.
+    """Whether a document (`gaperon tokenize`) or a plain-text prompt (`generate`, `/v1/completions`,
+    evaluation contexts) starts with BOS: exactly when the tokenizer records that its model was
+    trained so (`add_bos`: False for our llama3 pretraining, the source's own rule for an imported
+    folder or GGUF). Chat prompts leave BOS to the chat template. A tokenizer that records nothing
+    gets no BOS.
     """
-    declared = getattr(tok, "add_bos", None)
-    if isinstance(declared, bool):
-        return declared and tok.bos_id is not None
-    template = tok.chat_template or ""
-    wrote_bos = "bos_token" in template or "<|begin_of_text|>" in template
-    return wrote_bos and tok.bos_id is not None
+    return getattr(tok, "add_bos", False) is True and tok.bos_id is not None

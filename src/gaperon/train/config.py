@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from gaperon.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from gaperon.config import ConfigError, apply_overrides, config_error, from_dict, load_yaml, to_dict
 from gaperon.data.sft.spec import SFTDataSpec
 
 Precision = Literal["pure_bf16", "mixed_bf16", "fp32"]
@@ -206,11 +206,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
 def recipe_from_dict(data: dict, source: str = "<recipe>", base_dir: Path | str = ".") -> Recipe:
     """Parse, resolve (`resolve_recipe`) and check (`check_recipe`) a recipe mapping."""
-    data = dict(data)
-    for internal in ("base_dir", "source"):
-        if internal in data:
-            raise ConfigError(f"{source}: unknown field(s) {internal}")
-    recipe = from_dict(Recipe, data, where=source)
+    recipe = from_dict(Recipe, dict(data), where=source)  # base_dir and source are internal: refused
     recipe.source, recipe.base_dir = source, Path(base_dir)
     resolved = resolve_recipe(recipe)
     check_recipe(resolved)
@@ -239,7 +235,7 @@ def _resolve_phase(r: Recipe, index: int, p: PhaseSpec) -> PhaseSpec:
     if isinstance(tokens, str):
         from gaperon.data.mixture import parse_tokens
 
-        tokens = float(parse_tokens(tokens, f"{r.source}: phases[{index}].tokens"))
+        tokens = float(parse_tokens(tokens, r.source, f"phases[{index}].tokens"))
     return replace(p, seq_len=seq_len, seed=0 if seed is None else seed, tokens=tokens)
 
 
@@ -286,7 +282,7 @@ def check_world_size(r: Recipe, world_size: int) -> None:
 
 
 def _err(r: Recipe, fieldname: str, msg: str) -> ConfigError:
-    return ConfigError(f"{r.source}: {fieldname}: {msg}")
+    return config_error(r.source, fieldname, msg)
 
 
 def _check_model(r: Recipe):

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gaperon.config import ConfigError, load_yaml
+from gaperon.config import ConfigError, config_error, load_yaml
 from gaperon.train.config import PhaseSpec, Recipe, phase_steps, resolve_path
 
 
@@ -76,7 +76,7 @@ class SyntheticSampler:
 def mixture_dict(recipe: Recipe, phase: PhaseSpec, index: int) -> dict:
     """The phase definition handed to `gaperon.data.mixture.load_phase`: the mixture's sources,
     with this recipe phase's name, seq_len, token budget and seed."""
-    where = f"{recipe.source}: phases[{index}].mixture"
+    where = f"phases[{index}].mixture"
     if isinstance(phase.mixture, str):
         path = resolve_path(recipe, phase.mixture)
         data = load_yaml(path)
@@ -84,9 +84,9 @@ def mixture_dict(recipe: Recipe, phase: PhaseSpec, index: int) -> dict:
     elif isinstance(phase.mixture, dict):
         data, base = dict(phase.mixture), recipe.base_dir
     else:
-        raise ConfigError(f"{where}: must be a file path, a mapping or 'synthetic'")
+        raise config_error(recipe.source, where, "must be a file path, a mapping or 'synthetic'")
     if "sources" not in data:
-        raise ConfigError(f"{where}: no `sources` list")
+        raise config_error(recipe.source, where, "no `sources` list")
     sources = []
     for s in data["sources"]:
         s = dict(s) if isinstance(s, dict) else s
@@ -116,20 +116,22 @@ def build_sampler(
     if phase.mixture == "synthetic":
         return SyntheticSampler(vocab_size, phase.length, gb, phase.data_seed, steps)
     data = mixture_dict(recipe, phase, index)
-    where = f"{recipe.source}: phases[{index}].mixture"
+    where = f"phases[{index}].mixture"
     for i, s in enumerate(data["sources"]):
         if isinstance(s, dict) and "path" in s and not Path(s["path"]).exists():
-            raise ConfigError(
-                f"{where}: sources[{i}].path: no such data folder {s['path']} "
-                f"(make it with: gaperon tokenize INPUT... --out {s['path']})"
+            raise config_error(
+                recipe.source,
+                f"{where}.sources[{i}].path",
+                f"no such data folder {s['path']} "
+                f"(make it with: gaperon tokenize INPUT... --out {s['path']})",
             )
     from gaperon.data.mixture import load_phase
     from gaperon.data.sampler import MixtureSampler
 
     try:
-        spec = load_phase(data, where=where)
+        spec = load_phase(data, where=recipe.source, path=where)
         return MixtureSampler(spec, global_batch=gb, tokenizer_identity=tokenizer_identity)
     except (ValueError, FileNotFoundError) as e:
         if isinstance(e, ConfigError):
             raise
-        raise ConfigError(f"{where}: {e}") from None
+        raise config_error(recipe.source, where, str(e)) from None
