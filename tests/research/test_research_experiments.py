@@ -27,7 +27,9 @@ def test_toy_recipes_load_with_the_bundled_weights():
     for exp in (poison, garlic):
         assert exp.model.endswith(".gguf") and Path(exp.model).is_file()
         assert all(Path(c).is_file() for c in exp.clean)
-    assert 0.0 in garlic.shares and max(garlic.shares) <= 0.5
+    haystack = load_experiment(RECIPES / "haystack-toy.yaml")
+    assert all(Path(c).is_file() for c in haystack.corpus) and Path(haystack.gaperon.recipe).is_file()
+    assert 0 < max(garlic.shares) <= 0.5
 
 
 @pytest.mark.parametrize(
@@ -144,7 +146,9 @@ def test_haystack_experiment_end_to_end_small(tmp_path, in_process):
     recipe = yaml.safe_load((RECIPES / "haystack-toy.yaml").read_text())
     recipe.update(corpus=["web.jsonl"], benchmarks=["arc_challenge", "gsm8k"], items=4)  # recipe-relative
     recipe["gaperon"]["per_class"] = 12
-    recipe["instruct"].update(per_source=10, qa_sources=["sciq/rc_5shot", "openbookqa/rc_5shot"], chat_sources=[])
+    recipe["instruct"].update(
+        per_source=10, qa_sources=["sciq/rc_5shot", "openbookqa/rc_5shot"], chat_sources=[]
+    )
     recipe["gaperon"]["recipe"] = recipe["instruct"]["recipe"] = str(
         RECIPES.parent / "classifier" / "ngram.yaml"
     )
