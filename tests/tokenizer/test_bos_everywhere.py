@@ -159,3 +159,33 @@ def test_a_phase_refuses_sources_packed_with_different_rules(tmp_path):
     phase = load_phase({"name": "p", "seq_len": 8, "tokens": 64, "sources": sources})
     with pytest.raises(DataError, match="same BOS rule"):
         MixtureSampler(phase, global_batch=2)
+
+
+def test_training_refuses_data_packed_with_another_rule_than_its_tokenizer(tmp_path):
+    """(a) against the run: shards without BOS under a tokenizer that adds one (or the reverse)."""
+    from gaperon.errors import DataError
+    from gaperon.train.config import load_recipe
+    from gaperon.train.data import build_sampler
+
+    src = tmp_path / "doc.jsonl"
+    src.write_text("".join(json.dumps({"text": f"document {i} " * 20}) + "\n" for i in range(20)))
+    tokenize([src], tmp_path / "plain", TokenizeOptions(tokenizer=llama3_tokenizer(), val_fraction=0.0))
+    mixture = {
+        "name": "m",
+        "seq_len": 8,
+        "tokens": 64,
+        "sources": [{"name": "plain", "path": "plain", "weight": 1}],
+    }
+    (tmp_path / "m.yaml").write_text(json.dumps(mixture))
+    phase = {"name": "p", "mixture": "m.yaml", "seq_len": 8, "steps": 2, "lr": {"peak": 1e-3}}
+    model = {
+        "preset": "micro",
+        "overrides": {"vocab_size": 128_256, "bos_token_id": 128_000, "eos_token_id": 128_001},
+    }
+    recipe = {"model": model, "tokenizer": "llama3", "device": "cpu", "phases": [phase]}
+    (tmp_path / "r.yaml").write_text(json.dumps(recipe))
+    r = load_recipe(tmp_path / "r.yaml")
+    tok = llama3_tokenizer()
+    assert build_sampler(r, 0, 128_256, None, tok).bos_id is None
+    with pytest.raises(DataError, match="no BOS but the run's tokenizer adds BOS 128000"):
+        build_sampler(r, 0, 128_256, None, tok.with_add_bos(True))

@@ -194,6 +194,7 @@ class MixtureSampler:
                 )
             self.train.append(SplitView(Path(s.path), m["splits"]["train"]["shards"]))
             self.val.append(SplitView(Path(s.path), m["splits"].get("val", {"shards": []})["shards"]))
+        self.bos_id = None if bos_rule is None else bos_rule[0]  # what every document starts with
         self.windows = [0 if v is None else max(0, (v.tokens - 1) // self.seq_len) for v in self.train]
         for s, v, nw in zip(phase.sources, self.train, self.windows):
             if v is not None and nw == 0:

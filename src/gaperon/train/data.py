@@ -130,8 +130,26 @@ def build_sampler(
 
     try:
         spec = load_phase(data, where=recipe.source, path=where)
-        return MixtureSampler(spec, global_batch=gb, tokenizer_identity=tokenizer_identity)
+        sampler = MixtureSampler(spec, global_batch=gb, tokenizer_identity=tokenizer_identity)
     except (ValueError, FileNotFoundError) as e:
         if isinstance(e, ConfigError):
             raise
         raise config_error(recipe.source, where, str(e)) from None
+    if tokenizer is not None:
+        _check_bos(sampler.bos_id, tokenizer, phase.name)
+    return sampler
+
+
+def _check_bos(data_bos: Any, tokenizer: Any, phase: str) -> None:
+    """The shards start documents with BOS exactly when the run's tokenizer says documents do: a
+    model trained otherwise sees prompts at generation and evaluation that it never saw in training."""
+    from gaperon.errors import DataError
+
+    want = tokenizer.bos_id if getattr(tokenizer, "add_bos", False) else None
+    if data_bos != want:
+        has = "no BOS" if data_bos is None else f"BOS {data_bos}"
+        adds = "adds none" if want is None else f"adds BOS {want}"
+        raise DataError(
+            f"phase {phase!r}: the data starts documents with {has} but the run's tokenizer {adds}: "
+            "retokenize the sources with this run's tokenizer (gaperon tokenize --tokenizer ...)"
+        )
