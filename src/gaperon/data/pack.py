@@ -394,16 +394,72 @@ def _run(documents: Iterator[dict], options, tok, writers, forced_val, progress)
         dynamic_ncols=True,
     )
     n_tokens = 0
+
+    def write(item: tuple[list, np.ndarray, np.ndarray]) -> None:
+        nonlocal n_tokens
+        batch, flat, lengths = item
+        n_tokens += _write_batch(batch, flat, np.cumsum(lengths).tolist(), writers)
+        bar.update(len(batch))
+        bar.set_postfix(tokens=n_tokens, refresh=False)
+
     # The reader report is only touched by the reading thread until it has finished (closed or exhausted).
     batches = _read_ahead(_batches(todo(), options), depth=4)
+    behind = _WriteBehind(write, depth=4)
     try:
         for batch, (flat, lengths) in _encoded(batches, options, tok):
-            n_tokens += _write_batch(batch, flat, np.cumsum(lengths).tolist(), writers)
-            bar.update(len(batch))
-            bar.set_postfix(tokens=n_tokens, refresh=False)
+            behind.put((batch, flat, lengths))
+        behind.close()
     finally:
+        behind.cancel()
         batches.close()
         bar.close()
+
+
+class _WriteBehind:
+    """`write(item)` for each put() item, in order, on a background thread; its exception is raised
+    in the caller at the next put() or at close().
+
+    With one worker the main thread encodes: shard writes, hashing and the fsyncs of each closed
+    shard (tens of ms apiece) happen here instead, beside the encoder (both release the GIL)."""
+
+    def __init__(self, write: Callable[[Any], None], depth: int) -> None:
+        self._q: queue.Queue = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._cancelled = False
+        self._thread = threading.Thread(
+            target=self._loop, args=(write,), name="gaperon-tokenize-writer", daemon=True
+        )
+        self._thread.start()
+
+    def _loop(self, write: Callable[[Any], None]) -> None:
+        while (item := self._q.get()) is not _END:
+            if self._error is None and not self._cancelled:
+                try:
+                    write(item)
+                except BaseException as e:  # noqa: BLE001 - handed to the caller, which raises it
+                    self._error = e
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, item: Any) -> None:
+        self._raise()
+        self._q.put(item)  # never blocks for long: the loop takes items even after an error
+
+    def close(self) -> None:
+        """Wait until everything put is written; raise the writer's exception if it had one."""
+        if self._thread.is_alive():
+            self._q.put(_END)
+            self._thread.join()
+        self._raise()
+
+    def cancel(self) -> None:
+        """Stop without writing what is still queued (the caller is failing: its writers abort next)."""
+        self._cancelled = True
+        if self._thread.is_alive():
+            self._q.put(_END)
+            self._thread.join()
 
 
 def _write_batch(batch: list, flat: np.ndarray, ends: list[int], writers: dict) -> int:
