@@ -211,17 +211,19 @@ def load_gguf(
                 order = rope_row_order(t.shape[0], cfg.n_kv_heads)
             return name, _dequantize(file, t, where, order).to(device=device, dtype=target)
 
-        # numpy's dequantisation releases the GIL on large arrays: a few threads overlap it.
-        with ThreadPoolExecutor(max_workers=_threads()) as pool:
+        # numpy's dequantisation releases the GIL on large arrays: a few threads overlap it, and
+        # the tokenizer is built beside them (its metadata is read only by that task meanwhile).
+        title = str(file.get("general.name") or path.stem)
+        with ThreadPoolExecutor(max_workers=_threads() + 1) as pool:
+            tok_task = pool.submit(gguf_tokenizer, file, where, title, cfg.max_seq_len)
             for name, w in pool.map(materialise, plan.items()):
                 module_name, _, attr = name.rpartition(".")
                 setattr(model.get_submodule(module_name), attr, nn.Parameter(w))
                 bar.advance()
+            tok = tok_task.result()
         if cfg.tie_embeddings:
             model.lm_head.weight = model.embed_tokens.weight
         model.reset_rope(device)
-        name = str(file.get("general.name") or path.stem)
-        tok = gguf_tokenizer(file, where, name, cfg.max_seq_len)
         bar.finish()
         return model, tok
     finally:
