@@ -76,6 +76,13 @@ def measure(fn) -> tuple[float, float, float, object]:
     return time.perf_counter() - t0, s1 - s0, c1 - c0, out
 
 
+def _autogroup() -> bool:
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=float, default=8.0, help="MB of text to tokenize (default 8)")
@@ -149,6 +156,12 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, load average {load[0]:.1f} -> {load[1]:.1f}; "
         f"start method {multiprocessing.get_start_method()}; median of {args.repeat} runs"
     )
+    if _autogroup() and max(load) > (os.cpu_count() or 1):
+        print(
+            "note: the kernel schedules by session (sched_autogroup) and the machine is busy: this run's "
+            "processes share one session's CPU share, so N workers cannot go faster in wall time than the "
+            "share allows; compare the per CPU-s columns"
+        )
     print(f"{'M tokens/s':56s} {'wall':>7s} {'per CPU-s':>10s}")
     for k, (t, c) in med.items():
         line = f"{k:56s} {rate(t)} {rate(c):>10s}"

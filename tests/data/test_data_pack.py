@@ -304,3 +304,47 @@ def test_held_out_choice_does_not_depend_on_how_much_is_read_ahead(tmp_path, mon
         "empty_text": 1,
     }
     assert kept["splits"]["val"]["documents"] >= 1
+
+
+def test_one_worker_writes_shards_off_the_encoding_thread_in_order(tmp_path):
+    """Shards are written (and fsynced) by a writer thread beside the encoder, in input order; a
+    failure there (here: the shard callback) stops the run and is raised to the caller."""
+    import threading
+
+    from gaperon.data.pack import _WriteBehind
+
+    names: list[str] = []
+    src = write_jsonl(tmp_path / "d.jsonl", make_docs(200, seed=5))
+    opts = dict(tokenizer=ByteTokenizer(), shard_tokens=3000, val_fraction=0.1)
+    tokenize(
+        [src],
+        tmp_path / "a",
+        TokenizeOptions(**opts),
+        progress=False,
+        on_shard=lambda split, shard: names.append(
+            f"{threading.current_thread().name}:{split}:{bool(shard)}"
+        ),
+    )
+    # every shard but each split's last (closed once the input has ended) is closed by the writer
+    assert len(names) > 3 and {n.split(":")[0] for n in names[:-2]} == {"gaperon-tokenize-writer"}
+
+    seen: list[int] = []
+    behind = _WriteBehind(seen.append, depth=2)
+    for i in range(50):
+        behind.put(i)
+    behind.close()
+    assert seen == list(range(50))
+
+    def fail_at_3(i: int) -> None:
+        if i == 3:
+            raise KeyError("boom")
+        seen.append(i)
+
+    seen.clear()
+    behind = _WriteBehind(fail_at_3, depth=2)
+    with pytest.raises(KeyError, match="boom"):
+        for i in range(50):
+            behind.put(i)
+        behind.close()
+    assert seen == [0, 1, 2]
+    behind.cancel()

@@ -99,3 +99,35 @@ def test_a_corrupt_stream_in_a_worker_is_a_data_error_naming_the_file(tmp_path):
     with pytest.raises(DataError, match=r"x\.jsonl\.zst"):
         tokenize([blob], tmp_path / "out", opts, progress=False)
     assert not json.loads((tmp_path / "out" / "progress.json").read_text()).get("splits")
+
+
+def test_forked_workers_reuse_the_loaded_tokenizer(tmp_path, monkeypatch, llama3):
+    """Workers get the main process's tokenizer (its tiktoken Encoding built once, before the fork)
+    instead of loading `--tokenizer` again each (seconds for a tokenizer folder, per worker)."""
+    import multiprocessing
+    import os
+
+    from gaperon.data import pack
+
+    if multiprocessing.get_start_method() != "fork":
+        pytest.skip("workers inherit the tokenizer only when forked")
+    main, load = os.getpid(), pack._load_tokenizer
+
+    def no_reload_in_workers(spec):
+        if os.getpid() != main and isinstance(spec, str | Path):
+            raise RuntimeError(f"worker {os.getpid()} loaded tokenizer {spec!r} again")
+        return load(spec)
+
+    monkeypatch.setattr(pack, "_load_tokenizer", no_reload_in_workers)
+    src = write_jsonl(tmp_path / "d.jsonl", make_docs(300, seed=3))
+    runs = {
+        w: tokenize(
+            [src],
+            tmp_path / f"w{w}" / "tok",
+            TokenizeOptions(tokenizer="llama3", workers=w, shard_tokens=4000),
+            progress=False,
+        )
+        for w in (1, 2)
+    }
+    assert runs[1]["splits"] == runs[2]["splits"]
+    assert _files(tmp_path / "w1" / "tok") == _files(tmp_path / "w2" / "tok")

@@ -8,11 +8,13 @@ import pytest
 from data_helpers import make_docs, write_jsonl
 
 from gaperon.data.readers import (
+    Block,
     DataError,
     ReaderReport,
     ReadOptions,
     expand_inputs,
     load_repeat_fn,
+    read_blocks,
     read_documents,
 )
 
@@ -186,3 +188,71 @@ def test_repeat_function_specs():
     for bad in ("operator", "no.such.module:f", "operator:nope"):
         with pytest.raises(DataError, match="repeat function"):
             load_repeat_fn(bad)
+
+
+TRICKY_LINES = [
+    b'{"text": "plain", "lang": "fr"}',
+    b'{"text": "nan repeat", "n": NaN}',  # orjson refuses NaN: json accepts it
+    b'{"text": "lone \\ud800 surrogate"}',  # orjson refuses lone surrogate escapes: json keeps them
+    b'{"text": "big", "n": 123456789012345678901234567890}',  # orjson: a float; json: an int
+    b'{"text": "float count", "n": 2.0}',
+    b'{"text": "dup", "text": "last wins", "n": 3}',
+    b'{"text": "inf", "n": 1e400}',
+    b'["not", "an", "object"]',
+    b"null",
+    b"   ",
+    b"\xef\xbb\xbf" + b'{"text": "bom"}',
+    b'{"text": "bad utf-8 \xff"}',
+    b'{"text": "\xc3\xa9t\xc3\xa9 d\xc3\xa9j\xc3\xa0", "source": "s", "lang": 3}',
+    b'{"text": "truncated json"',
+    b'{"meta": {"n": 2}, "text": "nested count"}',
+]
+
+
+@pytest.mark.parametrize("repeat_field", [None, "n", "meta.n"])
+def test_orjson_fast_path_gives_what_json_gives(tmp_path, monkeypatch, repeat_field):
+    """The same documents and the same skip counts with and without the orjson path, on the lines
+    where orjson and json disagree (NaN, lone surrogates, integers beyond 64 bits, ...)."""
+    from gaperon.data import readers
+
+    path = write_jsonl(tmp_path / "t.jsonl", TRICKY_LINES)
+    opts = ReadOptions(repeat_field=repeat_field)
+
+    def run() -> tuple[list[dict], dict]:
+        report = ReaderReport()
+        docs = [
+            readers._jsonl_doc(raw, f"t.jsonl:{i}", path, opts, report) for i, raw in enumerate(TRICKY_LINES)
+        ]
+        return docs, report.to_dict()
+
+    assert readers._orjson_loads is not None  # a runtime dependency: the fast path is what runs
+    fast = run()
+    monkeypatch.setattr(readers, "_orjson_loads", None)
+    slow = run()
+    assert fast == slow
+    assert fast[0][2] is not None and fast[0][2]["text"] == "lone \ud800 surrogate"
+    if repeat_field == "n":
+        assert fast[0][3]["repeat"] == 123456789012345678901234567890  # the int json reads, exactly
+
+
+def test_parallel_blocks_end_at_a_byte_budget_and_partition_the_documents(tmp_path):
+    """Long records: a block closes at `block_bytes` before its record count, every worker agrees
+    on the numbering, and the owned blocks of N readers are together the documents of one reader."""
+    docs = [{"text": f"doc {i} " + "mot " * (50 + 40 * (i % 7))} for i in range(60)]
+    path = write_jsonl(tmp_path / "long.jsonl.zst", docs, "zst")
+    opts = ReadOptions()
+
+    def blocks(n: int, k: int) -> list[Block]:
+        return [
+            b
+            for b in read_blocks([path], opts, 128, lambda b: b % n == k, block_bytes=2000)
+            if isinstance(b, Block)
+        ]
+
+    one = blocks(1, 0)
+    assert len(one) > 5  # 60 records of 200-1400 bytes: the byte budget, not the 128 records, closes them
+    assert all(sum(len(d["text"]) for d in b.docs or []) < 2000 + 1500 for b in one)
+    parts = [blocks(3, k) for k in range(3)]
+    assert all(len(p) == len(one) for p in parts)  # every reader numbers the same blocks
+    merged = [d for b in zip(*parts) for blk in b if blk.docs is not None for d in blk.docs]
+    assert [d["text"] for d in merged] == [d["text"] for d in read_documents([path], opts)]

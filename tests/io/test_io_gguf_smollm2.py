@@ -67,6 +67,16 @@ def test_logits_match_transformers(ours, theirs):
     assert diff < 1e-4, diff
 
 
+def test_weights_bit_identical_to_transformers(ours, theirs):
+    """Every weight, dequantised and un-permuted our way, equals transformers' to the bit."""
+    model, _ = ours
+    hf_model, _ = theirs
+    hf_state = {k.removeprefix("model."): v for k, v in hf_model.state_dict().items()}
+    for name, p in model.named_parameters():
+        assert p.dtype == hf_state[name].dtype == torch.float32, name
+        assert torch.equal(p.detach().view(torch.int32), hf_state[name].view(torch.int32)), name
+
+
 def test_token_ids_match_transformers(ours, theirs):
     _, tok = ours
     _, hf_tok = theirs

@@ -9,14 +9,17 @@ import torch
 from io_helpers import llama_cpp_permute, random_llama, write_llama_gguf
 
 from gaperon.io import ModelFormatError
-from gaperon.io.gguf import load_gguf, unpermute_rope_rows
+from gaperon.io.gguf import load_gguf, rope_row_order, unpermute_rope_rows
 
 
 def test_unpermute_inverts_llama_cpp_permute():
     w = np.arange(8 * 2 * 4 * 3, dtype=np.float32).reshape(8 * 4, 6)
     for heads in (1, 2, 4):
-        back = unpermute_rope_rows(torch.from_numpy(llama_cpp_permute(w, heads)), heads)
+        permuted = llama_cpp_permute(w, heads)
+        back = unpermute_rope_rows(torch.from_numpy(permuted), heads)
         assert torch.equal(back, torch.from_numpy(w))
+        # the load gathers raw rows in this order before decoding: it must undo the same permutation
+        assert np.array_equal(permuted[rope_row_order(w.shape[0], heads)], w)
 
 
 @pytest.mark.parametrize("tie", [False, True])
@@ -52,6 +55,25 @@ def test_tokenizer_from_metadata(tmp_path):
     chat = tok.apply_chat_template([{"role": "user", "content": "hi"}])
     assert chat == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert tok.encode_chat([{"role": "user", "content": "hi"}])[0] == tok.token_to_id("<|im_start|>")
+
+
+def test_tokenizer_vocab_spelling_duplicates_and_bad_merges():
+    """Tokens spelled outside the byte alphabet are re-spelled byte-level, a repeated spelling keeps
+    its first id, and a merge without a space is refused by name (the whole-list fast paths must
+    give what the per-token loop gave)."""
+    from gaperon.io.gguf_tokenizer import build_byte_level_bpe
+
+    tokens = ["a", "b", "ab", "a b", "aĠb", "ab", "<eos>"]  # "a b" re-spells to "aĠb": ids 3 and 4
+    meta = {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.merges": ["a b"],
+        "tokenizer.ggml.eos_token_id": 6,
+    }
+    vocab = build_byte_level_bpe(meta, "t.gguf").backend.get_vocab()
+    assert vocab["aĠb"] == 3 and vocab["ab"] == 2 and vocab["a"] == 0
+    with pytest.raises(ModelFormatError, match=r"t\.gguf: bad merge 'ab'"):
+        build_byte_level_bpe({**meta, "tokenizer.ggml.merges": ["a b", "ab"]}, "t.gguf")
 
 
 def test_not_a_gguf_file(tmp_path):
@@ -98,3 +120,22 @@ def test_wrong_shape_names_tensor(tmp_path):
         match=r"s\.gguf: tensor 'blk\.0\.attn_v\.weight' has shape \[100, 64\], expected \[32, 64\]",
     ):
         load_gguf(path)
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
+def test_fast_dequantize_bit_identical_to_gguf(qtype):
+    """Our whole-tensor decoder against gguf's own on the same bytes (any difference in the order of
+    float32 operations, the nibble order or the scale/min layout shows up as unequal bits)."""
+    from gaperon.io.gguf_file import dequantize_fast
+
+    kind = gguf.GGMLQuantizationType[qtype]
+    rng = np.random.default_rng(0)
+    values = (rng.standard_normal((96, 256)) * rng.uniform(0.01, 30, (96, 1))).astype(np.float32)
+    values[3] = 0.0  # a block of zeros (scale 0)
+    values[5, :32] = 7.25  # a constant block (Q4_1: range 0)
+    raw = gguf.quants.quantize(values, kind)
+    ours = dequantize_fast(raw, int(kind), values.shape)
+    ref = gguf.quants.dequantize(raw, kind)
+    assert ours is not None and ours.dtype == np.float32
+    assert np.array_equal(ours.view(np.int32), ref.view(np.int32))
+    assert dequantize_fast(raw, int(gguf.GGMLQuantizationType.Q5_0), values.shape) is None

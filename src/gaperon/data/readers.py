@@ -12,7 +12,6 @@ import contextlib
 import gzip
 import importlib
 import io
-import itertools
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator
@@ -38,6 +37,7 @@ JSONL_SUFFIXES = (
 PARQUET_SUFFIXES = (".parquet",)
 TEXT_SUFFIXES = (".txt",)
 DEFAULT_MAX_CHARS = 10_000_000
+BLOCK_BYTES = 1 << 18  # a parallel reader's jsonl block ends at this many raw bytes (or its record count)
 
 RepeatFn = Callable[[dict], int]
 
@@ -261,8 +261,38 @@ class _ZstdReader(io.RawIOBase):
         super().close()
 
 
+_orjson_loads: Callable[[bytes], Any] | None
+try:
+    from orjson import loads as _orjson_loads
+except ImportError:  # optional: the standard json module gives the same documents, slower
+    _orjson_loads = None
+
+
+def _fast_json(raw: bytes, options: ReadOptions) -> Any:
+    """The line parsed by orjson (~2x faster than json.loads, and straight from the bytes), or None
+    to take the json path. orjson refuses what json accepts in a few cases (NaN, lone surrogate
+    escapes) and refuses bad UTF-8 and blank lines: all go to the json path, so what is accepted and
+    how each problem is counted stay json's. It reads integers beyond 64 bits as floats: a float
+    repeat count goes to json too, and a repeat function (which sees every field) always does."""
+    if _orjson_loads is None or options.repeat_fn is not None:
+        return None
+    try:
+        obj = _orjson_loads(raw)
+    except ValueError:
+        return None
+    if options.repeat_field and isinstance(_get(obj, options.repeat_field), float):
+        return None
+    return obj
+
+
 def _jsonl_doc(raw: bytes, where: str, path: Path, options: ReadOptions, report: ReaderReport) -> dict | None:
     """One jsonl line -> a document, or None (blank, or skipped and counted)."""
+    obj = _fast_json(raw, options)
+    if obj is not None:
+        if not isinstance(obj, dict):
+            report.skip("not_an_object", where)
+            return None
+        return _make_doc(obj, where, path, options, report)
     if not raw.strip():
         return None
     try:
@@ -406,7 +436,11 @@ class Block:
 
 
 def read_blocks(
-    files: list[Path], options: ReadOptions, block_records: int, owned: Callable[[int], bool]
+    files: list[Path],
+    options: ReadOptions,
+    block_records: int,
+    owned: Callable[[int], bool],
+    block_bytes: int = BLOCK_BYTES,
 ) -> Iterator[Block | Path]:
     """Every block of `files` in order, parsing only the blocks `owned(number)` accepts; a file's
     end is signalled by yielding its Path.
@@ -415,7 +449,8 @@ def read_blocks(
     all agree on the numbering, each parses and tokenizes only its share, and merging their blocks
     by number restores input order exactly. A jsonl block is `block_records` raw lines (the other
     readers only split lines: decompression and line splitting are cheap next to parsing and
-    encoding); a parquet block is `block_records` rows; a .txt file is one block.
+    encoding), or fewer when they reach `block_bytes` (long documents: blocks of similar work, so N
+    readers finish together); a parquet block is `block_records` rows; a .txt file is one block.
     """
     number = 0
     for path in files:
@@ -429,19 +464,19 @@ def read_blocks(
                 yield Block(number, docs, report)
                 number += 1
         else:
-            for docs, report in _jsonl_blocks(path, options, block_records, owned, number):
+            for docs, report in _jsonl_blocks(path, options, (block_records, block_bytes), owned, number):
                 yield Block(number, docs, report)
                 number += 1
         yield path
 
 
 def _jsonl_blocks(
-    path: Path, options: ReadOptions, size: int, owned: Callable[[int], bool], first: int
+    path: Path, options: ReadOptions, size: tuple[int, int], owned: Callable[[int], bool], first: int
 ) -> Iterator[tuple[list[dict] | None, ReaderReport]]:
     with _jsonl_errors(path), _open_binary(path) as f:
         lineno = 0
         while True:
-            lines = list(itertools.islice(f, size))
+            lines = _take_lines(f, *size)
             if not lines:
                 return
             report = ReaderReport()
@@ -455,6 +490,18 @@ def _jsonl_blocks(
             lineno += len(lines)
             first += 1
             yield docs, report
+
+
+def _take_lines(f: Iterable[bytes], max_lines: int, max_bytes: int) -> list[bytes]:
+    """The next lines of `f`: `max_lines` of them, or fewer once they hold `max_bytes`."""
+    lines: list[bytes] = []
+    n = 0
+    for raw in f:
+        lines.append(raw)
+        n += len(raw)
+        if len(lines) >= max_lines or n >= max_bytes:
+            break
+    return lines
 
 
 def _parquet_blocks(

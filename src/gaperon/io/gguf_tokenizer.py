@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
@@ -78,16 +78,20 @@ def build_byte_level_bpe(meta: Mapping[str, Any], where: str) -> GGUFTokenizerSp
     types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
     alphabet = set(byte_to_unicode().values())
     spell = byte_to_unicode()
-    vocab: dict[str, int] = {}
-    for i, tok in enumerate(tokens):
-        key = tok if set(tok) <= alphabet else "".join(spell[b] for b in tok.encode("utf-8"))
-        vocab.setdefault(key, i)
-    pairs = []
-    for m in merges:
-        a, sep, b = m.partition(" ")
-        if not sep:
-            raise ModelFormatError(f"{where}: bad merge {m!r} in tokenizer.ggml.merges")
-        pairs.append((a, b))
+    # Whole-list checks first: per-token Python work only where a file needs it (it is most of the
+    # tokenizer's build time on a 50k vocabulary otherwise).
+    keys = tokens
+    if not set("".join(tokens)) <= alphabet:
+        keys = [t if set(t) <= alphabet else "".join(spell[b] for b in t.encode("utf-8")) for t in tokens]
+    vocab = dict(zip(keys, range(len(keys))))
+    if len(vocab) != len(keys):  # repeated spellings: the first id wins
+        vocab = {}
+        for i, key in enumerate(keys):
+            vocab.setdefault(key, i)
+    pairs = cast("list[tuple[str, str]]", [tuple(m.split(" ", 1)) for m in merges])  # checked next
+    if sum(map(len, pairs)) != 2 * len(pairs):
+        bad = next(m for m, pair in zip(merges, pairs) if len(pair) != 2)
+        raise ModelFormatError(f"{where}: bad merge {bad!r} in tokenizer.ggml.merges")
     backend = Tokenizer(
         models.BPE(
             vocab=vocab,
