@@ -79,7 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--precision",
         default="fp32",
         choices=["fp32", "bf16", "int8-dynamic"],
-        help="fp32 gives transformers' scores; bf16 and int8-dynamic (CPU) are faster, scores move ~1e-3",
+        help="fp32 gives transformers' scores; bf16 (GPU, CPUs with bf16 units) or int8-dynamic (CPU) "
+        "may be faster, and move scores by ~1e-3",
     )
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     s.set_defaults(func=_score)

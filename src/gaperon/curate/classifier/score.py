@@ -21,8 +21,9 @@ from gaperon.errors import DataError, UsageError
 
 
 class Scorer:
-    """`precision` fp32 (default: transformers' scores), bf16 or int8-dynamic (faster, scores move
-    by ~1e-3); `threads` sets torch's intra-op threads (e.g. cores / datatrove workers), None leaves it.
+    """`precision` fp32 (default: transformers' scores), bf16 or int8-dynamic (opt-in: faster only on
+    hardware with bf16 / int8 dot-product units; scores move by ~1e-3); `threads` sets torch's
+    intra-op threads (e.g. cores / datatrove workers), None leaves it.
     """
 
     def __init__(
