@@ -95,7 +95,7 @@ def test_reduce_from_disk_equals_the_in_memory_reduce(tmp_path):
         step.work_dir = str(tmp_path)
         list(step.run(iter([d for d in docs if d.metadata["_file"] % tasks == rank]), rank, tasks))
     reduce = MinhashReduce(p)
-    reduce.work_dir = str(tmp_path)
+    reduce.work_dir, reduce.tasks = str(tmp_path), tasks
     list(reduce.run(iter([])))
     got = json.loads((tmp_path / "remove.json").read_text())
     order = sorted(range(len(docs)), key=lambda i: (docs[i].metadata["_file"] << 40) | i)
@@ -103,3 +103,13 @@ def test_reduce_from_disk_equals_the_in_memory_reduce(tmp_path):
     keys = np.array([(docs[i].metadata["_file"] << 40) | i for i in order], dtype=np.int64)
     ref = duplicates_to_remove(keys, np.stack([signature(s, p) for s in sets]), sets, p)
     assert got == ref and len(ref["remove"]) >= 35
+    # a collect task whose output is gone is an error, not a dedup that silently misses its documents
+    import shutil
+
+    import pytest
+
+    from gaperon.errors import DataError
+
+    shutil.rmtree(tmp_path / "sig_00001")
+    with pytest.raises(DataError, match="2 signature folders for 3 collect tasks"):
+        list(reduce.run(iter([])))

@@ -27,6 +27,7 @@ from datatrove.data import Document, DocumentsPipeline
 
 from gaperon.curate.steps import CountingStep, Counts, register_step
 from gaperon.curate.text import words
+from gaperon.errors import DataError
 
 MIX = np.uint64(0x9E3779B97F4A7C15)
 _SHIFT32 = np.uint64(32)
@@ -242,6 +243,7 @@ class MinhashReduce(CountingStep):
         super().__init__()
         self.params = params
         self.work_dir = ""
+        self.tasks: int | None = None  # the collect pass's tasks, set by the planner
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> Iterator[Document]:
         folders = sorted(
@@ -249,6 +251,15 @@ class MinhashReduce(CountingStep):
             for f in glob.glob(os.path.join(self.work_dir, "sig_*"))
             if os.path.isdir(f) and not f.endswith(".tmp")
         )
+        if glob.glob(os.path.join(self.work_dir, "sig_*.npz")):
+            raise DataError(
+                f"{self.work_dir}: signatures in an older format (sig_*.npz); delete it and rerun"
+            )
+        if self.tasks is not None and len(folders) != self.tasks:
+            raise DataError(
+                f"{self.work_dir}: {len(folders)} signature folders for {self.tasks} collect tasks; "
+                "a task's output is missing (delete this folder and its stage's completions to redo it)"
+            )
         result = reduce_from_disk(folders, self.params)
         tmp = os.path.join(self.work_dir, "remove.json.tmp")
         with open(tmp, "w", encoding="utf-8") as fh:

@@ -142,6 +142,7 @@ def plan(recipe: CurateRecipe, progress: bool = False) -> Plan:
             collect, reduce, apply = step.passes()
             for s in (collect, reduce, apply):
                 s.work_dir = os.path.join(work, label)
+                s.tasks = tasks  # how many collect outputs the reduce must find
             seg = os.path.join(work, f"docs_{label}")
             current += [collect, ShardWriter(seg)]
             stages.append(Stage(f"{label} (pass 1)", current, tasks))
