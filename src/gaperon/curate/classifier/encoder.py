@@ -21,6 +21,7 @@ from gaperon.curate.classifier.base import LABELS, label_ids, read_config, valid
 from gaperon.errors import ConfigError, ModelFormatError
 
 PRECISIONS = ("fp32", "bf16", "int8-dynamic")
+CPU_BATCH_TOKENS = 1024  # CPU: 1-2 texts of 512 tokens a batch used ~10% less CPU than 16 (cache)
 CHARS_PER_TOKEN = 8  # a prefix of max_length * 8 characters holds max_length tokens in nearly every text
 
 
@@ -74,8 +75,12 @@ def forward_proba(
     batch_size: int = 32,
     max_length: int = 512,
     device: str | torch.device = "cpu",
+    max_batch_tokens: int | None = None,
 ) -> np.ndarray:
     """Softmax probabilities [n, num_labels], in input order; batching and order do not change them.
+
+    `max_batch_tokens` caps a batch's padded size as well as its count (on CPU a few long texts at
+    a time stay in cache; short texts still go many at a time).
 
     All texts are tokenized in one call (only the prefix that can reach the first `max_length`
     tokens), sorted by token length so a batch pads only to its own longest text, and a batch of
@@ -89,8 +94,7 @@ def forward_proba(
     out = np.empty((len(texts), model.config.num_labels), np.float32)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in _batches(order, lengths, batch_size, max_batch_tokens):
             batch = {"input_ids": _pad([enc["input_ids"][i] for i in idx], pad_id)}
             if lengths[idx[0]] != lengths[idx[-1]]:
                 batch["attention_mask"] = _pad([enc["attention_mask"][i] for i in idx], 0)
@@ -99,6 +103,17 @@ def forward_proba(
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
             out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return out
+
+
+def _batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, max_tokens: int | None):
+    """Consecutive runs of `order` (longest first): at most batch_size texts and max_tokens padded."""
+    start = 0
+    while start < len(order):
+        n = batch_size
+        if max_tokens is not None:  # the first text is the batch's longest
+            n = max(1, min(n, max_tokens // max(1, int(lengths[order[start]]))))
+        yield order[start : start + n]
+        start += n
 
 
 def set_precision(model, precision: str, device: str):
@@ -207,6 +222,7 @@ class EncoderClassifier:
             batch_size=batch_size,
             max_length=self.max_length,
             device=self.device,
+            max_batch_tokens=CPU_BATCH_TOKENS if str(self.device) == "cpu" else None,
         )
 
     def save(self, path: str | Path) -> None:
