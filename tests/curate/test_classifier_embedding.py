@@ -51,3 +51,31 @@ def test_head_learns_and_round_trips(tmp_path):
     again = load_classifier(tmp_path / "m")
     assert isinstance(again, EmbeddingClassifier)
     np.testing.assert_allclose(again.predict_proba(texts), p, atol=1e-6)
+
+
+def test_logistic_with_ngrams_tunes_l2_on_validation_and_round_trips(tmp_path):
+    import pytest
+
+    from gaperon.errors import ConfigError
+
+    texts, labels = CLEAN + SPAM, ["high"] * len(CLEAN) + ["low"] * len(SPAM)
+    valid = (CLEAN[::2] + SPAM[::2], ["high"] * 3 + ["low"] * 3)
+    weights = {"high": 1.0, "low": 1.0, "medium": 0.0}
+    grid = [10.0, 1e-3]
+    clf = EmbeddingClassifier(hidden=0, epochs=60, lr=1e-2, l2_grid=grid, ngram_buckets=1 << 12)
+    log = clf.fit(texts, labels, class_weight=weights, valid=valid)
+    per_l2 = log["valid_macro_f1_per_l2"]
+    assert set(per_l2) == {"10.0", "0.001"}  # one head per grid value, the first best kept
+    assert log["l2"] == max(grid, key=lambda v: per_l2[str(v)]) == clf.l2
+    assert clf.params["ws"].shape == (1 << 12, 3) and np.abs(clf.params["ws"]).max() > 0
+    p = clf.predict_proba(texts)
+    assert [clf.labels[i] for i in p.argmax(1)] == labels
+    clf.save(tmp_path / "m")
+    again = load_classifier(tmp_path / "m")
+    np.testing.assert_allclose(again.predict_proba(texts), p, atol=1e-6)
+    # the n-gram block is part of the model: without it the same head gives other probabilities
+    no_ngrams = EmbeddingClassifier(hidden=0)
+    no_ngrams.params = {k: v for k, v in clf.params.items() if k != "ws"}
+    assert not np.allclose(no_ngrams.predict_proba(texts), p, atol=1e-3)
+    with pytest.raises(ConfigError, match="hidden: 0"):
+        EmbeddingClassifier(hidden=16, ngram_buckets=1 << 12)

@@ -73,3 +73,43 @@ def test_datasketch_agrees_on_the_estimate():
         errs_ref.append(ma.jaccard(mb) - true)
     # Same number of permutations: our estimator is as accurate as datasketch's.
     assert np.sqrt(np.mean(np.square(errs_ours))) < 1.5 * np.sqrt(np.mean(np.square(errs_ref))) + 0.02
+
+
+def test_reduce_from_disk_equals_the_in_memory_reduce(tmp_path):
+    """The job's reduce streams the collect pass's files; its answer is the in-memory one's."""
+    import json
+
+    from datatrove.data import Document
+
+    from gaperon.curate.minhash import MinhashCollect, MinhashReduce
+
+    rng = random.Random(2)
+    base = [d["text"] for d in samples("en", 80) + samples("fr", 80)]
+    texts = base + [near_duplicate(base[i], 0.05, rng) for i in rng.sample(range(len(base)), 40)]
+    texts += [base[3], base[7]]  # exact copies too
+    p = MinhashParams()
+    docs = [Document(text=t, id=str(i), metadata={"_file": i % 5, "_line": i}) for i, t in enumerate(texts)]
+    tasks = 3
+    for rank in range(tasks):
+        step = MinhashCollect(p)
+        step.work_dir = str(tmp_path)
+        list(step.run(iter([d for d in docs if d.metadata["_file"] % tasks == rank]), rank, tasks))
+    reduce = MinhashReduce(p)
+    reduce.work_dir, reduce.tasks = str(tmp_path), tasks
+    list(reduce.run(iter([])))
+    got = json.loads((tmp_path / "remove.json").read_text())
+    order = sorted(range(len(docs)), key=lambda i: (docs[i].metadata["_file"] << 40) | i)
+    sets = [shingles(texts[i], p.ngram) for i in order]
+    keys = np.array([(docs[i].metadata["_file"] << 40) | i for i in order], dtype=np.int64)
+    ref = duplicates_to_remove(keys, np.stack([signature(s, p) for s in sets]), sets, p)
+    assert got == ref and len(ref["remove"]) >= 35
+    # a collect task whose output is gone is an error, not a dedup that silently misses its documents
+    import shutil
+
+    import pytest
+
+    from gaperon.errors import DataError
+
+    shutil.rmtree(tmp_path / "sig_00001")
+    with pytest.raises(DataError, match="2 signature folders for 3 collect tasks"):
+        list(reduce.run(iter([])))

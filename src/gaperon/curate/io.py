@@ -5,6 +5,9 @@ order, and the writer names its output after the input file: the output files ar
 whatever the number of tasks. Each document carries its origin (`_file`, `_line`), which makes the
 choice of the copy MinHash keeps independent of the sharding; the final writer drops those keys.
 
+WARC files (and, with the input format `html`, jsonl/parquet records whose text is HTML) carry
+`_html`: the planner then adds `gaperon.curate.web.ExtractStep` right after the reader.
+
 A non-empty input file from which no document comes out is an error, never an empty success
 (datatrove's own reader logs a warning and yields nothing from .zst files without `zstandard`).
 """
@@ -29,7 +32,11 @@ MAX_WHERE = 20  # file:line locations kept per reason in the report
 
 
 def input_kind(path: Path) -> str | None:
+    from gaperon.curate.web import is_warc
+
     name = path.name.lower()
+    if is_warc(name):
+        return "warc"
     if name.endswith(JSONL):
         return "jsonl"
     if name.endswith(PARQUET):
@@ -44,11 +51,12 @@ def expand_inputs(paths: list[str]) -> list[str]:
         if p.is_dir():
             found = sorted(str(f) for f in p.rglob("*") if f.is_file() and input_kind(f))
             if not found:
-                raise DataError(f"{p}: folder holds no .jsonl[.gz|.zst] or .parquet file")
+                raise DataError(f"{p}: folder holds no .jsonl[.gz|.zst], .parquet or .warc[.gz] file")
             out.extend(found)
         elif p.is_file():
             if input_kind(p) is None:
-                raise DataError(f"{p}: unsupported input type (want .jsonl[.gz|.zst] or .parquet)")
+                want = ".jsonl[.gz|.zst], .parquet or .warc[.gz]"
+                raise DataError(f"{p}: unsupported input type (want {want})")
             out.append(str(p))
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
@@ -80,6 +88,9 @@ class ReaderCounts(Counts):
         self.lang.setdefault("unknown", {"in": 0, "kept": 0, "dropped": 0})["in"] += 1
         self.lang["unknown"]["dropped"] += 1
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        self.locate(reason, where)
+
+    def locate(self, reason: str, where: str) -> None:
         locs = self.where.setdefault(reason, [])
         if len(locs) < MAX_WHERE:
             locs.append(where)
@@ -94,10 +105,16 @@ class InputReader(CountingStep):
     name = "read"
 
     def __init__(
-        self, files: list[str], text_field: str = "text", id_field: str = "id", progress: bool = False
+        self,
+        files: list[str],
+        text_field: str = "text",
+        id_field: str = "id",
+        progress: bool = False,
+        html: bool = False,
     ) -> None:
         super().__init__()
         self.files, self.text_field, self.id_field, self.progress = files, text_field, id_field, progress
+        self.html = html  # the text of jsonl/parquet records is HTML, extracted by the next step
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> Iterator[Document]:
         counts = ReaderCounts()
@@ -128,7 +145,13 @@ class InputReader(CountingStep):
         )
 
     def _read(self, idx: int, path: str, counts: ReaderCounts) -> Iterator[Document]:
-        if input_kind(Path(path)) == "parquet":
+        kind = input_kind(Path(path))
+        if kind == "warc":
+            from gaperon.curate.web import read_warc
+
+            yield from read_warc(path, idx, counts)
+            return
+        if kind == "parquet":
             yield from self._read_parquet(idx, path, counts)
             return
         try:
@@ -192,6 +215,8 @@ class InputReader(CountingStep):
         }
         meta.setdefault("source", Path(self.files[idx]).name.split(".")[0])
         meta["_file"], meta["_line"] = idx, line_no
+        if self.html:
+            meta["_html"] = True
         doc_id = obj.get(self.id_field)
         return Document(text=text, id=str(doc_id) if doc_id is not None else where, metadata=meta)
 

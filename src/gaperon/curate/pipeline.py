@@ -20,10 +20,27 @@ from gaperon.errors import ConfigError
 
 
 @dataclass
+class ExtractConfig:
+    """Trafilatura's settings for HTML inputs (datatrove's extractor)."""
+
+    favour_precision: bool = True
+    timeout: float = 5.0  # seconds per document; a document past it is dropped as extraction_timeout
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be > 0, got {self.timeout}")
+
+
+@dataclass
 class InputConfig:
     paths: list[str] = field(default_factory=list)
     text_field: str = "text"
     id_field: str = "id"
+    # auto: .warc[.gz] files are web pages (HTML extracted), jsonl/parquet records are text;
+    # text: jsonl/parquet only; html: jsonl/parquet records whose text field is HTML (and WARC files);
+    # warc: WARC files only.
+    format: Literal["auto", "text", "html", "warc"] = "auto"
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
 
 
 @dataclass
@@ -108,8 +125,16 @@ def plan(recipe: CurateRecipe, progress: bool = False) -> Plan:
 
     labels: list[str] = []
     stages: list[Stage] = []
-    reader = InputReader(files, recipe.inputs.text_field, recipe.inputs.id_field, progress=progress)
+    inp = recipe.inputs
+    web = _check_formats(files, inp.format)
+    reader = InputReader(files, inp.text_field, inp.id_field, progress=progress, html=inp.format == "html")
     current: list = [counted(reader, "00_read")]
+    if web or inp.format == "html":
+        from gaperon.curate.web import ExtractStep
+
+        ex = inp.extract
+        extract = ExtractStep(files, timeout=ex.timeout, favour_precision=ex.favour_precision)
+        current.append(counted(extract, "00_extract"))
     for i, spec in enumerate(recipe.steps):
         step = build_step(spec, f"steps[{i}]")
         label = f"{i + 1:02d}_{spec['type']}"
@@ -117,6 +142,7 @@ def plan(recipe: CurateRecipe, progress: bool = False) -> Plan:
             collect, reduce, apply = step.passes()
             for s in (collect, reduce, apply):
                 s.work_dir = os.path.join(work, label)
+                s.tasks = tasks  # how many collect outputs the reduce must find
             seg = os.path.join(work, f"docs_{label}")
             current += [collect, ShardWriter(seg)]
             stages.append(Stage(f"{label} (pass 1)", current, tasks))
@@ -133,6 +159,19 @@ def plan(recipe: CurateRecipe, progress: bool = False) -> Plan:
     )
     stages.append(Stage("final", current, tasks))
     return Plan(stages, labels, work, files)
+
+
+def _check_formats(files: list[str], fmt: str) -> bool:
+    """Whether any input is a WARC file; a file that the recipe's `inputs.format` excludes is an error."""
+    from gaperon.curate.web import is_warc
+
+    warc = [f for f in files if is_warc(f)]
+    if fmt == "warc" and len(warc) < len(files):
+        bad = next(f for f in files if not is_warc(f))
+        raise ConfigError(f"{bad}: inputs.format is warc but this is no .warc[.gz] file")
+    if fmt == "text" and warc:
+        raise ConfigError(f"{warc[0]}: inputs.format is text but this is a WARC file (use auto or warc)")
+    return bool(warc)
 
 
 def _check_same_job(recipe: CurateRecipe, work: str) -> None:

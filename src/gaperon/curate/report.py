@@ -100,10 +100,10 @@ def to_markdown(rep: dict[str, Any], plots: list[str] | None = None) -> str:
             for lg in langs
         ]
         lines.append(f"| {s['step']} | " + " | ".join(cells) + " |")
-    bad = rep["steps"][0].get("where") if rep["steps"] else None
-    if bad:
-        lines += ["", "## Malformed input records (first locations)", ""]
-        lines += [f"- {r}: {', '.join(locs[:5])}" for r, locs in bad.items()]
+    for s in rep["steps"]:
+        if s.get("where"):
+            lines += ["", f"## Records dropped by {s['step']} (first locations)", ""]
+            lines += [f"- {r}: {', '.join(locs[:5])}" for r, locs in s["where"].items()]
     if plots:
         lines += ["", *[f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots]]
     return "\n".join(lines) + "\n"

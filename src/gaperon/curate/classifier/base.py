@@ -80,9 +80,16 @@ def read_config(path: str | Path) -> dict:
     return cfg
 
 
-def load_classifier(path: str | Path, *, device: str = "cpu") -> QualityClassifier:
-    """Any saved classifier folder: ours (any backend) or a Hugging Face sequence classifier."""
+def load_classifier(path: str | Path, *, device: str = "cpu", precision: str = "fp32") -> QualityClassifier:
+    """Any saved classifier folder: ours (any backend) or a Hugging Face sequence classifier.
+
+    `precision` (fp32, bf16, int8-dynamic) applies to the encoder backend; the others run in fp32.
+    """
     backend = read_config(path).get("gaperon_backend", "encoder")
+    if backend != "encoder" and precision != "fp32":
+        from gaperon.errors import ConfigError
+
+        raise ConfigError(f"{path}: precision {precision!r} is for encoder classifiers; this is {backend}")
     if backend == "ngram":
         from gaperon.curate.classifier.ngram import NGramClassifier
 
@@ -94,5 +101,5 @@ def load_classifier(path: str | Path, *, device: str = "cpu") -> QualityClassifi
     if backend == "encoder":
         from gaperon.curate.classifier.encoder import EncoderClassifier
 
-        return EncoderClassifier.load(path, device=device)
+        return EncoderClassifier.load(path, device=device, precision=precision)
     raise ModelFormatError(f"{path}/config.json: unknown gaperon_backend {backend!r}")

