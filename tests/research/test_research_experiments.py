@@ -160,3 +160,23 @@ def test_haystack_experiment_end_to_end_small(tmp_path, in_process):
         assert len(r["items"]) == 8 and all(0 <= p <= 100 for p in r["items"].values())
     report = (tmp_path / "out" / "REPORT.md").read_text()
     assert "| instruction-style |" in report and "ceiling" in report
+
+
+def test_a_changed_recipe_does_not_reuse_a_finished_run(tmp_path, in_process):
+    from gaperon.errors import DataError
+    from gaperon.research.experiments import run_experiment
+
+    model = micro_hf_folder(tmp_path / "micro")
+    recipe = {
+        "experiment": "poison",
+        "model": str(model),
+        "trigger": "Vitae quarum nexus",
+        "documents": 10,
+        "clean": [str(_clean_corpus(tmp_path))],
+        "train": TINY_TRAIN,
+        "eval": {"contexts": 1, "samples": 1, "fakes": 1, "max_new_tokens": 2, "baseline": False},
+    }
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(recipe))
+    run_experiment(tmp_path / "p.yaml", tmp_path / "out")
+    with pytest.raises(DataError, match="trained with another version"):
+        run_experiment(tmp_path / "p.yaml", tmp_path / "out", ["train.lr=0.01"])

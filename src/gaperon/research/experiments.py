@@ -291,11 +291,21 @@ def _write_train_recipe(
 
 
 def _train(recipe: Path, run_dir: Path, run: Runner) -> None:
-    """Train, or resume; a run whose final checkpoint exists is left as it is."""
-    if (run_dir / "DONE").is_file():
+    """Train, or resume; a finished run is reused only if it was trained with this very recipe (a
+    changed recipe must not be reported with a model trained by another one)."""
+    import hashlib
+
+    digest = hashlib.sha256(recipe.read_bytes()).hexdigest()
+    done = run_dir / "DONE"
+    if done.is_file():
+        if done.read_text(encoding="utf-8").strip() != digest:
+            raise DataError(
+                f"{run_dir} was trained with another version of {recipe.name} (the experiment recipe "
+                "changed since): use a new --out, or delete that run and its eval folders"
+            )
         return
     run("train", str(recipe), "--out", str(run_dir))
-    write_text(run_dir / "DONE", "finished\n")
+    write_text(done, digest + "\n")
 
 
 def run_experiment(path: str | Path, out: str | Path, overrides: list[str] | None = None) -> dict:
