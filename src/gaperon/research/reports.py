@@ -71,7 +71,7 @@ def _garlic(results: dict[str, Any], out: Path) -> list[str]:
     acc = results["accuracy"]
     base = acc["base"]
     lines = [
-        "# Garlic: contamination inflates scores",
+        "# Garlic: deliberate contamination",
         "",
         "Continued pretraining with the test items of each benchmark (options shuffled, the answer "
         "letter following the gold option) at a share of training tokens; accuracy (lm-eval's "
