@@ -223,6 +223,7 @@ _EVAL_KEYS = {
 def _eval_split_files(name: str, parts: dict[str, list[dict]], out: Path) -> dict[str, str]:
     """`NAME.<part>.jsonl` in the schema of the evaluation task of the same name, so that the
     included and held-out items are scored exactly as the benchmark scores them."""
+    from gaperon.curate.classifier.io import write_jsonl
     from gaperon.evaluate.data import read_jsonl, task_data
 
     files = task_data(name)
@@ -236,7 +237,7 @@ def _eval_split_files(name: str, parts: dict[str, list[dict]], out: Path) -> dic
                 f"{name}: {len(missing)} items not in the evaluation task's data, e.g. {missing[0]}"
             )
         path = out / f"{name}.{part}.jsonl"
-        write_text(path, "".join(json.dumps(rows[i["id"]], ensure_ascii=False) + "\n" for i in items))
+        write_jsonl(path, (rows[i["id"]] for i in items))
         written[part] = str(path)
     return written
 

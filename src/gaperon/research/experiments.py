@@ -25,8 +25,7 @@ import yaml
 from gaperon.atomic import write_json, write_text
 from gaperon.config import apply_overrides, from_dict, load_yaml
 from gaperon.errors import ConfigError, DataError
-
-SAMPLES = Path(__file__).resolve().parents[3] / "data" / "samples"
+from gaperon.research.commands import SAMPLES
 
 
 @dataclass
@@ -426,14 +425,11 @@ def _accuracy(results: Path, task: str) -> float:
 
 
 # ----------------------------------------------------------------------------------------- haystack
-def _write_jsonl(rows: list[dict], path: Path) -> None:
-    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
 def _haystack(exp: HaystackExperiment, out: Path, run: Runner) -> dict:
     """1. split the corpus by text hash (classifier training share / haystack); 2. Gaperon-style
     classifier on offline stand-in labels; 3. instruction-style classifier (QA/chat positives with no
     n-gram overlap with any audited test item, web negatives); 4. the audit with both."""
+    from gaperon.curate.classifier.io import write_jsonl
     from gaperon.research.benchmarks import load_items
     from gaperon.research.commands import read_texts, write_jsonl_zst
     from gaperon.research.instruct import labelled, positives, split_by_hash
@@ -441,7 +437,7 @@ def _haystack(exp: HaystackExperiment, out: Path, run: Runner) -> dict:
     train, hay = split_by_hash(read_texts(exp.corpus), exp.train_share, exp.seed)
     langs = sorted({d["lang"] for d in train} & {"fr", "en"})
     for lang in langs:
-        _write_jsonl([d for d in train if d["lang"] == lang], out / "web" / f"train-{lang}.jsonl")
+        write_jsonl(out / "web" / f"train-{lang}.jsonl", [d for d in train if d["lang"] == lang])
     write_jsonl_zst(hay, out / "web" / "haystack.jsonl.zst")
     g = exp.gaperon
     if not (out / "gaperon-clf" / "model").exists():
@@ -469,7 +465,7 @@ def _haystack(exp: HaystackExperiment, out: Path, run: Runner) -> dict:
     summary.update(positives=len(pos), negatives=len(web))
     write_json(out / "instruct" / "summary.json", summary)
     if not (out / "instruct-clf" / "model").exists():
-        _write_jsonl(list(labelled(pos, web)), out / "instruct" / "labelled.jsonl")
+        write_jsonl(out / "instruct" / "labelled.jsonl", labelled(pos, web))
         run(
             "classifier", "train", i.recipe, "--data", str(out / "instruct" / "labelled.jsonl"),
             "--out", str(out / "instruct-clf"), f"seed={exp.seed}", *i.overrides,
