@@ -3,8 +3,9 @@
 The peer, measured in the same run on the same texts, on one thread: the encoder that the pipeline
 itself calls for the Llama-3.1 tokenizer, tiktoken, both as `encode_ordinary` (a list of ids, the
 usual call) and as `encode_to_numpy` (an array, its fastest form). raw/ours is reported in wall time
-(throughput: the issue's target, >= 0.9) and in CPU time (the cost; it moves less than wall time
-when other jobs share the machine). Ours is end to end: input checks, the held-out pre-scan,
+(throughput: the issue's targets are >= 0.95 of `encode_to_numpy` for 1 worker, and N workers
+>= 0.85 N x 1 worker) and in CPU time (the cost; it moves less than wall time when other jobs share
+the machine). Ours is end to end: input checks, the held-out pre-scan,
 reading, encoding, writing and fsyncing shards, the manifest. 1 worker encodes in the main thread
 while a second thread reads; N workers are N encoding processes (scaling; "workers ... per CPU-s"
 is their encoding efficiency, the rest of the CPU is the main process reading and writing). Every
@@ -30,27 +31,37 @@ SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 
 
 def corpus(mb: float) -> tuple[list[dict], str]:
-    """Documents interleaved from fr/en/code up to `mb` MB of text (or generated ones)."""
+    """Documents interleaved from fr/en/code up to `mb` MB of text, cycling over the bundled corpus
+    (27 MB) when more is asked for (or generated ones)."""
     import zstandard
 
     files = [SAMPLES / f"{n}.jsonl.zst" for n in ("fr", "en", "code")]
     budget = int(mb * 1e6)
     if all(f.is_file() for f in files):
+        bundled: list[dict] = []
         streams = []
         for f in files:
             raw = zstandard.ZstdDecompressor().stream_reader(open(f, "rb"), closefd=True)  # noqa: SIM115
             streams.append(io.TextIOWrapper(raw, encoding="utf-8"))
-        docs, size = [], 0
-        while size < budget and streams:
+        while streams:
             for s in list(streams):
                 line = s.readline()
                 if not line:
                     streams.remove(s)
                     continue
                 d = json.loads(line)
-                docs.append({"text": d["text"], "lang": d.get("lang", "unknown")})
-                size += len(d["text"].encode())
-        return docs, "bundled sample corpus (data/samples)"
+                bundled.append({"text": d["text"], "lang": d.get("lang", "unknown")})
+        docs, size, cycle = [], 0, 0
+        while size < budget:
+            for d in bundled:
+                # each pass over the corpus gets its own documents (a different hash, hence split)
+                docs.append(d if cycle == 0 else {"text": f"{cycle} {d['text']}", "lang": d["lang"]})
+                size += len(docs[-1]["text"].encode())
+                if size >= budget:
+                    break
+            cycle += 1
+        passes = f", {cycle} passes" if cycle > 1 else ""
+        return docs, f"bundled sample corpus (data/samples{passes})"
     words = (
         "le chat mange une pomme the quick brown fox jumps over lazy dogs été déjà def return 1234".split()
     )
@@ -173,7 +184,8 @@ def main() -> None:
                     f" (main process {100 * (c - kids[k]) / c:.0f}% of the CPU)"
                 )
                 if 1 in ours:
-                    line += f"   wall speed-up vs 1 worker {med[ours[1]][0] / t:4.2f}x"
+                    speedup = med[ours[1]][0] / t
+                    line += f"   wall speed-up vs 1 worker {speedup:4.2f}x (target >= {0.85 * w:.2f}x)"
         print(line)
     for w, name in ours.items():
         for peer in peers:
@@ -182,7 +194,8 @@ def main() -> None:
             # Times are per the same text: raw time / our time = our throughput / raw throughput.
             print(
                 f"throughput ratio ours({w} worker{'s' if w > 1 else ''}) / {peer.split(' (')[0]}: "
-                f"wall {t_p / t_o:.3f}, CPU {c_p / c_o:.3f}" + ("   (target: >= 0.9)" if w == 1 else "")
+                f"wall {t_p / t_o:.3f}, CPU {c_p / c_o:.3f}"
+                + ("   (target: >= 0.95)" if w == 1 and "numpy" in peer else "")
             )
 
 

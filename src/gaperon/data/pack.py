@@ -569,6 +569,18 @@ def _run_parallel(
 
     frac, index, n_tokens = options.val_fraction, 0, 0
     bar = tqdm(desc=f"tokenize {writers['train'].root}", unit="doc", disable=not progress, file=sys.stderr)
+
+    def write(item: tuple[list, np.ndarray, np.ndarray, int]) -> None:
+        nonlocal n_tokens
+        batch, flat, ends, n_docs = item
+        if batch:
+            n_tokens += _write_batch(batch, flat, ends, writers)
+        bar.update(n_docs)
+        bar.set_postfix(tokens=n_tokens, refresh=False)
+
+    # Shard writes and their fsyncs (tens of ms each) happen on a thread: done here, they stalled
+    # this loop, the workers' queues filled and both workers idled (13% of 2 cores, measured).
+    behind = _WriteBehind(write, depth=8)
     try:
         for docs, flat, lengths in _merged_blocks(files, read_opts, options, report, tok):
             batch, keep = [], []
@@ -586,11 +598,10 @@ def _run_parallel(
                 starts = ends - lengths
                 flat = np.concatenate([flat[a:b] for a, b, k in zip(starts, ends, keep) if k] or [flat[:0]])
                 lengths = lengths[np.array(keep, dtype=bool)]
-            if batch:
-                n_tokens += _write_batch(batch, flat, np.cumsum(lengths).tolist(), writers)
-            bar.update(len(docs))
-            bar.set_postfix(tokens=n_tokens, refresh=False)
+            behind.put((batch, flat, np.cumsum(lengths).tolist(), len(docs)))
+        behind.close()
     finally:
+        behind.cancel()
         bar.close()
 
 
