@@ -570,7 +570,7 @@ def _run_parallel(
     frac, index, n_tokens = options.val_fraction, 0, 0
     bar = tqdm(desc=f"tokenize {writers['train'].root}", unit="doc", disable=not progress, file=sys.stderr)
 
-    def write(item: tuple[list, np.ndarray, np.ndarray, int]) -> None:
+    def write(item: tuple[list, np.ndarray, list[int], int]) -> None:
         nonlocal n_tokens
         batch, flat, ends, n_docs = item
         if batch:
