@@ -189,3 +189,56 @@ def test_training_refuses_data_packed_with_another_rule_than_its_tokenizer(tmp_p
     assert build_sampler(r, 0, 128_256, None, tok).bos_id is None
     with pytest.raises(DataError, match="no BOS but the run's tokenizer adds BOS 128000"):
         build_sampler(r, 0, 128_256, None, tok.with_add_bos(True))
+
+
+def test_the_bos_rule_is_chosen_by_name_from_the_cli_and_recipes(tmp_path):
+    """'llama3+bos' (a model trained with BOS, as Meta's were) reaches tokenize, a recipe and the folder."""
+    from gaperon.cli import main
+    from gaperon.train.config import load_recipe
+
+    assert load_tokenizer("llama3+bos").add_bos and not load_tokenizer("llama3").add_bos
+    assert not llama3_tokenizer().add_bos  # the cached tokenizer itself is not changed
+    assert not load_tokenizer("llama3+bos+nobos").add_bos
+    src = tmp_path / "doc.jsonl"
+    src.write_text(json.dumps({"text": PROMPT}) + "\n")
+    code = main(
+        [
+            "tokenize",
+            str(src),
+            "--out",
+            str(tmp_path / "tok"),
+            "--tokenizer",
+            "llama3+bos",
+            "--val-fraction",
+            "0",
+        ]
+    )
+    assert code == 0
+    manifest = json.loads((tmp_path / "tok" / "manifest.json").read_text())
+    shard = manifest["splits"]["train"]["shards"][0]
+    ids = np.fromfile(tmp_path / "tok" / shard["bin"], dtype=np.uint32).tolist()
+    assert ids == [llama3_tokenizer().bos_id, *llama3_tokenizer().encode(PROMPT), llama3_tokenizer().eos_id]
+    phase = {"name": "p", "mixture": "synthetic", "seq_len": 8, "steps": 1, "lr": {"peak": 1e-3}}
+    model = {"preset": "micro", "overrides": {"vocab_size": 128_256}}
+    (tmp_path / "r.yaml").write_text(
+        json.dumps({"model": model, "tokenizer": "llama3+bos", "phases": [phase]})
+    )
+    assert load_recipe(tmp_path / "r.yaml").tokenizer == "llama3+bos"
+    save_hf(_micro(), load_tokenizer("llama3+bos"), tmp_path / "hf")
+    assert load_tokenizer(tmp_path / "hf").add_bos
+
+
+def test_info_states_the_bos_rule(tmp_path, capsys):
+    from gaperon.cli import main
+
+    model = _micro()
+    save_hf(model, llama3_tokenizer(), tmp_path / "plain")
+    save_hf(model, llama3_tokenizer().with_add_bos(True), tmp_path / "bos")
+    assert main(["info", str(tmp_path / "plain")]) == 0
+    assert "BOS before prompts: no" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "bos")]) == 0
+    assert "BOS before prompts: yes" in capsys.readouterr().out
+
+
+def _micro():
+    return build(get_preset("micro", vocab_size=128_256, bos_token_id=128_000, eos_token_id=128_001))

@@ -26,7 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders of documents")
     p.add_argument("--out", required=True, help="token folder to create (or resume)")
-    p.add_argument("--tokenizer", default="llama3", help="'llama3' (default) or a tokenizer file/folder")
+    p.add_argument(
+        "--tokenizer",
+        default="llama3",
+        help="'llama3' (default) or a tokenizer file/folder; append '+bos' (or '+nobos') to choose "
+        "whether each document starts with BOS (llama3: no BOS unless 'llama3+bos')",
+    )
     p.add_argument(
         "--workers", type=int, default=1, help="encoding processes, one core each (1: in this process)"
     )

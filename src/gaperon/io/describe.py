@@ -50,6 +50,7 @@ def _counts(names: list[str]) -> str:
 
 def _gguf_facts(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
     from gaperon.io.gguf import gguf_model_config, open_gguf
+    from gaperon.io.gguf_tokenizer import gguf_bos_rule
 
     file = open_gguf(path)
     try:
@@ -64,6 +65,8 @@ def _gguf_facts(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
             else "none",
             "chat template": "yes" if "tokenizer.chat_template" in file else "no",
         }
+        if n_tokens:
+            facts["BOS before prompts"] = _yes_no(gguf_bos_rule(file))
     finally:
         file.close()
     return cfg, facts
@@ -116,4 +119,15 @@ def _tokenizer_facts(folder: Path) -> dict[str, str]:
     name = "tokenizer.json" if (folder / "tokenizer.json").is_file() else "tokenizer.model (tiktoken)"
     eos = config.get("eos_token")
     eos = eos.get("content") if isinstance(eos, dict) else eos
-    return {"tokenizer": name + (f", eos {eos}" if eos else ""), "chat template": "yes" if template else "no"}
+    from gaperon.tokenizer import load_tokenizer
+
+    return {
+        "tokenizer": name + (f", eos {eos}" if eos else ""),
+        "chat template": "yes" if template else "no",
+        # what generate, serve, eval and training apply (decided by the tokenizer, as loading it does)
+        "BOS before prompts": _yes_no(load_tokenizer(folder).add_bos),
+    }
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no (documents and plain prompts start without BOS)"

@@ -133,8 +133,14 @@ def build_byte_level_bpe(meta: Mapping[str, Any], where: str) -> GGUFTokenizerSp
         pad_token=token("padding_token_id"),
         stop_tokens=list(dict.fromkeys(stops)),
         chat_template=meta.get("tokenizer.chat_template"),
-        add_bos=bos is not None and gguf_add_bos(meta),
+        add_bos=gguf_bos_rule(meta),
     )
+
+
+def gguf_bos_rule(meta: Mapping[str, Any]) -> bool:
+    """Whether the tokenizer loaded from this file starts prompts with BOS (as build_byte_level_bpe
+    decides, without building the tokenizer)."""
+    return meta.get("tokenizer.ggml.bos_token_id") is not None and gguf_add_bos(meta)
 
 
 def gguf_add_bos(meta: Mapping[str, Any]) -> bool:

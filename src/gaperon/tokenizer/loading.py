@@ -83,11 +83,22 @@ def llama3_tokenizer() -> Tokenizer:
     return tiktoken_tokenizer(llama3_ranks_path(), name="llama3")
 
 
+# Suffixes of a tokenizer spec that override its BOS rule ("llama3+bos": the Llama-3.1 vocabulary for a
+# model trained, as Meta's were, with BOS before each document).
+BOS_SUFFIXES = {"+bos": True, "+nobos": False}
+
+
 def load_tokenizer(spec: str | Path | Tokenizer) -> Tokenizer:
     """ "llama3", a folder with tokenizer.json (+ tokenizer_config.json) or tokenizer.model,
-    a tokenizer.json file, or a tiktoken tokenizer.model file."""
+    a tokenizer.json file, or a tiktoken tokenizer.model file; any of them followed by "+bos" or
+    "+nobos" to set whether documents and plain prompts start with BOS (otherwise the tokenizer's
+    own rule: none for "llama3", what the folder or file records for the others)."""
     if isinstance(spec, Tokenizer):
         return spec
+    for suffix, add_bos in BOS_SUFFIXES.items():
+        text = str(spec)
+        if text.lower().endswith(suffix) and not Path(text).exists():
+            return load_tokenizer(text[: -len(suffix)]).with_add_bos(add_bos)
     if isinstance(spec, str) and spec.lower() in LLAMA3_NAMES:
         return llama3_tokenizer()
     path = Path(spec)

@@ -138,7 +138,8 @@ class LogSpec:
 class Recipe:
     phases: list[PhaseSpec]
     model: ModelSpec = field(default_factory=ModelSpec)
-    # "llama3" (saved into RUN_DIR/tokenizer/), null for synthetic token ids, or "init_from": the
+    # "llama3" (saved into RUN_DIR/tokenizer/; "llama3+bos" for shards tokenized with BOS before each
+    # document), null for synthetic token ids, or "init_from": the
     # tokenizer of the Hugging Face folder or GGUF file `init_from` names (its template included).
     tokenizer: str | None = "llama3"
     precision: Precision = "pure_bf16"
@@ -292,8 +293,10 @@ def _check_model(r: Recipe):
         raise _err(r, "model.preset", e.args[0]) from None
     except (TypeError, ValueError) as e:
         raise _err(r, "model.overrides", str(e)) from None
-    if r.tokenizer not in (None, "llama3", "init_from"):
-        raise _err(r, "tokenizer", f"{r.tokenizer!r} is not one of ['llama3', 'init_from', null]")
+    if r.tokenizer not in (None, "llama3", "llama3+bos", "init_from"):
+        raise _err(
+            r, "tokenizer", f"{r.tokenizer!r} is not one of ['llama3', 'llama3+bos', 'init_from', null]"
+        )
     if r.tokenizer == "init_from":
         from gaperon.train.sft_data import init_source_kind
 
@@ -301,7 +304,7 @@ def _check_model(r: Recipe):
             raise _err(
                 r, "tokenizer", "'init_from' needs `init_from` to name a Hugging Face folder or GGUF file"
             )
-    if r.tokenizer == "llama3" and cfg.vocab_size < 128_256:
+    if r.tokenizer in ("llama3", "llama3+bos") and cfg.vocab_size < 128_256:
         raise _err(
             r,
             "tokenizer",
