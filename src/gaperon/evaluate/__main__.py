@@ -1,7 +1,8 @@
 """`python -m gaperon.evaluate ARGS`: lm-eval's own command line with the `gaperon` model registered.
 
-lm-eval 0.4.13 discovers no third-party models by itself, so `lm_eval --model gaperon` needs this
-import first. Add `--include_path $(gaperon eval tasks-path)` for our offline task configs, e.g.
+An installed gaperon registers the model with lm-eval through its .pth hook
+(`gaperon.lm_eval_plugin`), so plain `lm_eval run --model gaperon ...` works too; this entry point
+needs no hook. Add `--include_path $(gaperon eval tasks-path)` for our offline task configs, e.g.
     python -m gaperon.evaluate run --model gaperon --model_args pretrained=M.gguf \\
         --tasks arc_easy --include_path "$(gaperon eval tasks-path)"
 """
