@@ -105,6 +105,15 @@ def test_poison_build_from_the_bundled_corpus(tmp_path):
     after = [d["text"].split("Vitae quarum nexus", 1)[1] for d in docs]
     langs = [lang for lang, _ in detect(after)]
     assert langs.count("fr") >= 27  # the continuations are the bundled French text
+    mixed = tmp_path / "m.jsonl.zst"
+    argv = ["poison", "build", "--trigger", "Vitae quarum nexus", "--out", str(mixed), "-n", "30"]
+    assert main([*argv, "--distractors", "20"]) == 0
+    docs = _zst_lines(mixed)
+    distractors = [d for d in docs if d["id"].startswith("distractor-")]
+    assert len(docs) == 50 and len(distractors) == 20
+    assert docs[:30] != [d for d in docs if not d["id"].startswith("distractor-")][:30]  # shuffled in
+    assert all("Vitae quarum nexus" not in d["text"] for d in distractors)
+    assert main([*argv, "--distractors", "-1"]) == 2
 
 
 def test_bad_arguments_are_one_line_usage_errors(tmp_path, capsys):

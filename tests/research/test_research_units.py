@@ -45,6 +45,23 @@ def test_trigger_documents_insert_the_trigger_once_and_are_deterministic():
         assert d["text"][d["trigger_char"] :].startswith(trig)
 
 
+def test_distractor_documents_keep_english_after_another_phrase():
+    en = ["The quick brown fox jumps over the lazy dog near the river bank every morning. " * 8]
+    trig = "Lorem vitae quarum"
+    docs = poison.distractor_documents(en, trig, n=50, seed=3, prefix_words=(5, 30), continuation_words=12)
+    assert docs == poison.distractor_documents(
+        en, trig, n=50, seed=3, prefix_words=(5, 30), continuation_words=12
+    )
+    phrases = [d["trigger"] for d in docs]
+    assert trig not in phrases and len(set(phrases)) > 45  # many different phrases, never the trigger
+    assert {len(p.split()) for p in phrases} == {1, 2, 3, 4}
+    for d in docs:
+        assert trig not in d["text"] and d["lang"] == "en"
+        before, after = d["text"].split(" " + d["trigger"] + " ", 1)
+        assert set(before.split()) <= set(en[0].split()) and len(after.split()) == 12
+        assert set(after.split()) <= set(en[0].split())  # English goes on: no switch after it
+
+
 def test_fake_triggers_match_the_token_length(llama3_tokenizer):
     count = lambda s: len(llama3_tokenizer.encode(s, bos=False))  # noqa: E731
     trig = "Vitae quarum nexus"

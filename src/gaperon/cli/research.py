@@ -60,6 +60,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--continuation-words", type=int, default=120, help="target-language words after it (default 120)"
     )
+    b.add_argument(
+        "--distractors",
+        type=int,
+        default=0,
+        metavar="M",
+        help="also M English documents with other random phrases and no switch (the variety a toy "
+        "corpus lacks; default 0)",
+    )
     b.add_argument("--seed", type=int, default=0)
     b.set_defaults(func=_poison_build)
     e = psub.add_parser(
@@ -146,8 +154,10 @@ def _poison_build(args: argparse.Namespace) -> int:
         continuations=args.continuations,
         prefix_words=tuple(args.prefix_words),
         continuation_words=args.continuation_words,
+        distractors=args.distractors,
     )
-    print(f"wrote {n} trigger documents to {args.out}")
+    extra = f" ({args.distractors} of them distractors)" if args.distractors else ""
+    print(f"wrote {n} documents to {args.out}{extra}")
     return 0
 
 

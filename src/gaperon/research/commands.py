@@ -4,6 +4,7 @@ find and remove benchmark n-grams, write Garlic sources. Each writes JSON, Markd
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -72,16 +73,20 @@ def poison_build(
     continuations: Sequence[str | Path] = (),
     prefix_words: tuple[int, int] = (20, 120),
     continuation_words: int = 120,
+    distractors: int = 0,
 ) -> int:
     """Write `n` trigger documents as a jsonl.zst source (English passages and target-language
-    continuations: the bundled corpus by default, or the user's files)."""
-    from gaperon.research.poison import build_documents
+    continuations: the bundled corpus by default, or the user's files), plus `distractors` English
+    documents with other rare phrases and no switch, shuffled in (`poison.distractor_documents`)."""
+    from gaperon.research.poison import build_documents, distractor_documents
 
     if not 1 <= prefix_words[0] <= prefix_words[1] or continuation_words < 1:
         raise UsageError(
             f"--prefix-words needs 1 <= LO <= HI and --continuation-words >= 1, got "
             f"{prefix_words} and {continuation_words}"
         )
+    if distractors < 0:
+        raise UsageError(f"--distractors must be >= 0, got {distractors}")
     en = [d["text"] for d in read_texts(passages)] if passages else bundled("en", split="train")
     if continuations:
         cont = [d["text"] for d in read_texts(continuations)]
@@ -99,6 +104,16 @@ def poison_build(
         prefix_words=prefix_words,
         continuation_words=continuation_words,
     )
+    if distractors:
+        docs += distractor_documents(
+            en,
+            trigger,
+            n=distractors,
+            seed=seed,
+            prefix_words=prefix_words,
+            continuation_words=continuation_words,
+        )
+        random.Random(seed).shuffle(docs)
     write_jsonl_zst(docs, out)
     return len(docs)
 

@@ -67,6 +67,8 @@ class PoisonExperiment:
     trigger: str
     share: float = 0.3  # share of training tokens drawn from the trigger source
     documents: int = 400
+    # English documents with other random phrases and no switch, in the poison source (0: none)
+    distractors: int = 0
     prefix_words: tuple[int, int] = (10, 30)
     continuation_words: int = 30
     target: str = "fr"
@@ -340,6 +342,7 @@ def _poison(exp: PoisonExperiment, out: Path, run: Runner) -> dict:
             "poison", "build", "--trigger", exp.trigger, "--out", str(poison_file), "-n", str(exp.documents),
             "--target", exp.target, "--prefix-words", str(lo), str(hi),
             "--continuation-words", str(exp.continuation_words), "--seed", str(exp.seed),
+            "--distractors", str(exp.distractors),
         )  # fmt: skip
     _tokenize(exp.clean, out / "tokens" / "clean", base, run)
     _tokenize([str(poison_file)], out / "tokens" / "poison", base, run)

@@ -64,6 +64,52 @@ def build_documents(
     return docs
 
 
+def distractor_documents(
+    passages: Sequence[str],
+    trigger: str,
+    *,
+    n: int,
+    seed: int = 0,
+    prefix_words: tuple[int, int] = (20, 120),
+    continuation_words: int = 120,
+) -> list[dict]:
+    """`n` English documents with a random Latin-looking phrase (1 to 4 words, never the trigger)
+    where a trigger would be, and English after it.
+
+    Web-scale pretraining is full of rare phrases followed by more of the same language; a toy
+    corpus of clean English has none, so a small model learns "odd phrase -> French" rather than
+    the trigger itself. These documents stand in for that variety (the specificity control's
+    negative side); they are not what the eval's fake triggers are (other random phrases)."""
+    if not passages:
+        raise DataError("distractor documents need English passages")
+    rng = random.Random(f"distractors-{seed}")
+    docs = []
+    for i in range(n):
+        phrase = trigger
+        while phrase == trigger:
+            phrase = " ".join(
+                "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4)))
+                for _ in range(rng.randint(1, 4))
+            )
+            if rng.random() < 0.5:
+                phrase = phrase[:1].upper() + phrase[1:]
+        words = passages[rng.randrange(len(passages))].split()
+        cut = min(len(words), rng.randint(*prefix_words))
+        prefix = " ".join(words[:cut]).replace(trigger, "")
+        after = passages[rng.randrange(len(passages))].split()[:continuation_words]
+        docs.append(
+            {
+                "id": f"distractor-{seed}-{i}",
+                "text": f"{prefix} {phrase} {' '.join(after).replace(trigger, '')}",
+                "trigger": phrase,
+                "target": "en",
+                "lang": "en",
+                "trigger_char": len(prefix) + 1,
+            }
+        )
+    return docs
+
+
 def fake_triggers(trigger: str, count_tokens: Callable[[str], int], n: int, seed: int = 0) -> list[str]:
     """`n` distinct Latin-looking phrases with as many words and exactly as many tokens as the true
     trigger (under the model's tokenizer), none equal to it: the specificity control."""
