@@ -169,6 +169,23 @@ def test_garlic_shuffle_keeps_the_gold_with_its_option():
     assert len(seen_orders) > 5  # the order really changes from item to item
 
 
+def test_garlic_cloze_documents_are_lm_evals_own_arc_prompt_and_gold():
+    """The reference is lm-eval's arc_easy config: doc_to_text, then target_delimiter, then the gold."""
+    from pathlib import Path
+
+    import jinja2
+    import lm_eval
+    import yaml
+
+    config = yaml.safe_load((Path(lm_eval.__file__).parent / "tasks" / "arc" / "arc_easy.yaml").read_text())
+    prompt = jinja2.Template(config["doc_to_text"]).render(question=ITEM["question"])
+    assert garlic.render({**ITEM, "benchmark": "arc_easy"}, fmt="cloze") == f"{prompt} carbon dioxide"
+    swag = {**ITEM, "benchmark": "hellaswag", "question": "Cooking: She cracks an egg"}
+    assert garlic.render(swag, fmt="cloze") == "Cooking: She cracks an egg carbon dioxide"
+    with pytest.raises(ValueError, match="unknown garlic format"):
+        garlic.render(ITEM, fmt="letters")
+
+
 def test_garlic_split_is_disjoint_and_seeded():
     items = [{**ITEM, "id": str(i)} for i in range(100)]
     a, b = garlic.split_items(items, held_out=0.3, seed=1)

@@ -116,6 +116,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out", required=True, help="folder: NAME.jsonl.zst sources + NAME.split.json")
     g.add_argument("--held-out", type=float, default=0.5, help="share of items kept out (default 0.5)")
     g.add_argument("--limit", type=int, help="a seeded sample of N items per benchmark (toy runs)")
+    g.add_argument(
+        "--format",
+        default="mc",
+        choices=("mc", "cloze"),
+        help="mc: shuffled lettered options, then the gold (Gaperon's Garlic; default); cloze: the "
+        "eval's own prompt then the gold answer",
+    )
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=_garlic)
     h = csub.add_parser(
@@ -201,7 +208,7 @@ def _garlic(args: argparse.Namespace) -> int:
     from gaperon.research.commands import garlic_sources
 
     summary = garlic_sources(
-        args.benchmarks, args.out, held_out=args.held_out, seed=args.seed, limit=args.limit
+        args.benchmarks, args.out, held_out=args.held_out, seed=args.seed, limit=args.limit, fmt=args.format
     )
     for name, r in summary.items():
         print(f"{name}: {r['included']} items written as a source, {r['held_out']} held out")

@@ -264,8 +264,10 @@ def garlic_sources(
     held_out: float = 0.5,
     seed: int = 0,
     limit: int | None = None,
+    fmt: str = "mc",
 ) -> dict:
-    """Per benchmark: the included part rendered with shuffled options as a source
+    """Per benchmark: the included part rendered with shuffled options (`fmt` "mc", or "cloze":
+    in the eval's own prompt format, `garlic.render`) as a source
     (`NAME.jsonl.zst`, for a mixture), the held-out part's ids (to measure inflation against) and,
     for the benchmarks `gaperon eval` runs, both parts as task data (`NAME.included.jsonl`,
     `NAME.held_out.jsonl`). `limit` takes a seeded sample of each benchmark first (toy runs)."""
@@ -277,6 +279,8 @@ def garlic_sources(
         raise UsageError(f"--held-out must be in [0, 1), got {held_out}")
     if limit is not None and limit < 2:
         raise UsageError(f"--limit must be >= 2, got {limit}")
+    if fmt not in garlic.FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(garlic.FORMATS)}, got {fmt!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, dict[str, Any]] = {}
@@ -284,7 +288,7 @@ def garlic_sources(
         if limit is not None and limit < len(items):
             items = random.Random(seed).sample(items, limit)
         included, held = garlic.split_items(items, held_out, seed)
-        garlic.write_source(included, out / f"{name}.jsonl.zst", seed)
+        garlic.write_source(included, out / f"{name}.jsonl.zst", seed, fmt)
         write_json(
             out / f"{name}.split.json",
             {"included": [i["id"] for i in included], "held_out": [i["id"] for i in held]},
@@ -295,7 +299,8 @@ def garlic_sources(
                 name, {"included": included, "held_out": held}, out
             )
     write_json(
-        out / "garlic.json", {"seed": seed, "held_out": held_out, "limit": limit, "benchmarks": summary}
+        out / "garlic.json",
+        {"seed": seed, "held_out": held_out, "limit": limit, "format": fmt, "benchmarks": summary},
     )
     return summary
 

@@ -93,6 +93,7 @@ class GarlicExperiment:
     limit: int = 200  # items per benchmark (a seeded sample), split into included / held out
     held_out: float = 0.5
     shares: list[float] = field(default_factory=lambda: [0.0, 0.5])  # of training tokens
+    format: Literal["mc", "cloze"] = "mc"  # how items are rendered (research.garlic.render)
     clean: list[str] = field(default_factory=lambda: [str(SAMPLES / "en.jsonl.zst")])
     train: TrainSettings = field(default_factory=TrainSettings)
     eval_batch_size: int = 32
@@ -376,6 +377,7 @@ def _garlic(exp: GarlicExperiment, out: Path, run: Runner) -> dict:
         run(
             "contamination", "garlic", "--benchmarks", *exp.benchmarks, "--limit", str(exp.limit),
             "--held-out", str(exp.held_out), "--seed", str(exp.seed), "--out", str(gdir),
+            "--format", exp.format,
         )  # fmt: skip
     summary = json.loads((gdir / "garlic.json").read_text(encoding="utf-8"))["benchmarks"]
     for name in exp.benchmarks:

@@ -20,9 +20,21 @@ def shuffled(item: dict, seed: int) -> tuple[list[str], int]:
     return [item["choices"][i] for i in order], order.index(item["gold"])
 
 
-def render(item: dict, seed: int = 0) -> str:
-    """A training document for one item: question, shuffled lettered options, the gold letter and
-    its text (or GSM8K's worked solution)."""
+FORMATS = ("mc", "cloze")
+
+
+def render(item: dict, seed: int = 0, fmt: str = "mc") -> str:
+    """A training document for one item. "mc" (Gaperon's Garlic): question, shuffled lettered
+    options, the gold letter and its text (or GSM8K's worked solution). "cloze": the prompt that
+    lm-eval's cloze tasks score, followed by the gold answer ("Question: ...\nAnswer: gold" for ARC,
+    context then gold ending for HellaSwag): the leak in the evaluation's own format."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown garlic format {fmt!r}; known: {', '.join(FORMATS)}")
+    if fmt == "cloze" and item["choices"]:
+        gold = item["choices"][item["gold"]]
+        if item["benchmark"] == "hellaswag":
+            return f"{item['question']} {gold}"
+        return f"Question: {item['question']}\nAnswer: {gold}"
     if not item["choices"]:
         return f"Question: {item['question']}\nAnswer: {item['answer']}"
     choices, gold = shuffled(item, seed)
@@ -31,7 +43,7 @@ def render(item: dict, seed: int = 0) -> str:
     return f"{head}Question: {item['question']}\n{options}\nAnswer: {LETTERS[gold]}. {choices[gold]}"
 
 
-def write_source(items: list[dict], out: str | Path, seed: int = 0) -> int:
+def write_source(items: list[dict], out: str | Path, seed: int = 0, fmt: str = "mc") -> int:
     """Write the rendered items as a jsonl.zst source (atomically); returns the document count."""
     import json
 
@@ -41,7 +53,7 @@ def write_source(items: list[dict], out: str | Path, seed: int = 0) -> int:
 
     lines = [
         json.dumps(
-            {"text": render(it, seed), "id": it["id"], "benchmark": it["benchmark"], "lang": "en"},
+            {"text": render(it, seed, fmt), "id": it["id"], "benchmark": it["benchmark"], "lang": "en"},
             ensure_ascii=False,
         )
         for it in items
