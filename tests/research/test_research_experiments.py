@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+import zstandard
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "evaluate"))
 from eval_helpers import CORPUS, micro_hf_folder  # noqa: E402
@@ -91,6 +92,7 @@ def test_garlic_experiment_end_to_end_and_resumes(tmp_path, in_process):
         "benchmarks": ["arc_easy"],
         "limit": 8,
         "shares": [0.5],
+        "format": "cloze",  # the default "mc" renders the same items another way (unit-tested)
         "clean": [str(_clean_corpus(tmp_path))],
         "train": TINY_TRAIN,
     }
@@ -103,6 +105,14 @@ def test_garlic_experiment_end_to_end_and_resumes(tmp_path, in_process):
     assert {s["name"]: s["weight"] for s in mix["sources"]} == {"clean": 50.0, "garlic": 50.0}
     report = (tmp_path / "out" / "REPORT.md").read_text()
     assert "| share-50 | 50% | arc_easy |" in report and (tmp_path / "out" / "garlic.png").is_file()
+    assert "rendered as the eval's own prompt followed by the gold answer" in report
+    source = zstandard.ZstdDecompressor().decompress(
+        (tmp_path / "out" / "garlic" / "arc_easy.jsonl.zst").read_bytes(), max_output_size=1 << 24
+    )
+    docs = [json.loads(line) for line in source.decode().splitlines()]
+    assert len(docs) == 4 and all(
+        d["text"].startswith("Question: ") and "\nA. " not in d["text"] for d in docs
+    )
     assert sum(c[0] == "eval" for c in in_process) == 4 and sum(c[0] == "train" for c in in_process) == 1
     in_process.clear()
     again = run_experiment(tmp_path / "g.yaml", tmp_path / "out")

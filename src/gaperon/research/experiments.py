@@ -412,6 +412,7 @@ def _garlic(exp: GarlicExperiment, out: Path, run: Runner) -> dict:
     shares = {"base": None, **{f"share-{round(s * 100):02d}": s for s in exp.shares}}
     return {
         "experiment": "garlic",
+        "format": exp.format,
         "benchmarks": {b: summary[b] for b in exp.benchmarks},
         "shares": shares,
         "accuracy": scores,

@@ -67,14 +67,21 @@ def _poison(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+_GARLIC_FORMATS = {
+    "mc": "options shuffled, the answer letter following the gold option",
+    "cloze": "rendered as the eval's own prompt followed by the gold answer",
+}
+
+
 def _garlic(results: dict[str, Any], out: Path) -> list[str]:
+    fmt = results.get("format", "mc")
     acc = results["accuracy"]
     base = acc["base"]
     lines = [
         "# Garlic: deliberate contamination",
         "",
-        "Continued pretraining with the test items of each benchmark (options shuffled, the answer "
-        "letter following the gold option) at a share of training tokens; accuracy (lm-eval's "
+        f"Continued pretraining with the test items of each benchmark ({_GARLIC_FORMATS[fmt]}) at a "
+        "share of training tokens; accuracy (lm-eval's "
         "`acc_norm`, as `gaperon eval` reports) on the included items against a held-out part of the "
         "same benchmark never trained on.",
         "",
