@@ -96,7 +96,7 @@ def test_cls_forward_gives_the_models_own_logits(tmp_path, arch):
     forward on real text, with padding, masks and (BERT) token types, and through the Scorer."""
     import torch
 
-    from gaperon.curate.classifier.clsforward import ClsForward
+    from gaperon.curate.classifier.clsforward import ONEDNN_ATTENTION_MIN_TOKENS, ClsForward
 
     folder = tiny_sequence_classifier(tmp_path / "clf", {0: "high", 1: "low", 2: "medium"}, arch=arch)
     scorer = Scorer(folder, batch_size=8)
@@ -107,6 +107,13 @@ def test_cls_forward_gives_the_models_own_logits(tmp_path, arch):
     texts = _texts()[:6] + ["court", "un texte un peu plus long que le précédent"]
     enc = tok(texts, truncation=True, max_length=64, padding=True, return_tensors="pt")
     assert (enc["attention_mask"] == 0).any()
+    with torch.inference_mode():
+        ref = model(**enc).logits
+        got = fwd(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
+    np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=1e-5, rtol=0)
+    # long enough for the per-head oneDNN attention (with padding and a mask)
+    enc = tok(texts, truncation=True, max_length=300, padding=True, return_tensors="pt")
+    assert enc["input_ids"].shape[1] >= ONEDNN_ATTENTION_MIN_TOKENS and (enc["attention_mask"] == 0).any()
     with torch.inference_mode():
         ref = model(**enc).logits
         got = fwd(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
