@@ -79,3 +79,18 @@ def test_logistic_with_ngrams_tunes_l2_on_validation_and_round_trips(tmp_path):
     assert not np.allclose(no_ngrams.predict_proba(texts), p, atol=1e-3)
     with pytest.raises(ConfigError, match="hidden: 0"):
         EmbeddingClassifier(hidden=16, ngram_buckets=1 << 12)
+
+
+def test_chunks_pack_lines_and_sentences_up_to_the_size():
+    from gaperon.curate.classifier.embedding import chunks
+
+    text = "Menu | Contact\nUne phrase. Une autre phrase ici.\n" + "mot " * 30
+    eight, six = " ".join(["mot"] * 8), " ".join(["mot"] * 6)
+    # worked by hand: segments packed while they fit in 32 characters, a long line cut at spaces
+    assert chunks(text, size=32) == ["Menu | Contact Une phrase.", "Une autre phrase ici.", *[eight] * 3, six]
+    assert chunks(text, size=32, limit=2) == ["Menu | Contact Une phrase.", "Une autre phrase ici."]
+    long = "Accueil | Contact\nPremière phrase assez courte. " + "mot " * 120 + "\nFin. Dernière ligne ?"
+    got = chunks(long, size=64, limit=100)
+    assert all(0 < len(c) <= 64 for c in got)
+    assert " ".join(got).split() == long.split()  # nothing lost, nothing reordered
+    assert chunks("") == [" "]

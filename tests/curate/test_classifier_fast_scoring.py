@@ -88,3 +88,57 @@ def test_int8_and_bf16_are_opt_in_and_close(tmp_path):
     (tmp_path / "ng" / "config.json").write_text('{"gaperon_backend": "ngram"}')
     with pytest.raises(ConfigError, match="for encoder classifiers"):
         load_classifier(tmp_path / "ng", precision="bf16")
+
+
+@pytest.mark.parametrize("arch", ["bert", "xlm-roberta"])
+def test_cls_forward_gives_the_models_own_logits(tmp_path, arch):
+    """The fused forward (first token only in the last layer, oneDNN Linears) against transformers'
+    forward on real text, with padding, masks and (BERT) token types, and through the Scorer."""
+    import torch
+
+    from gaperon.curate.classifier.clsforward import ONEDNN_ATTENTION_MIN_TOKENS, ClsForward
+
+    folder = tiny_sequence_classifier(tmp_path / "clf", {0: "high", 1: "low", 2: "medium"}, arch=arch)
+    scorer = Scorer(folder, batch_size=8)
+    fwd = scorer.clf._forward()
+    assert isinstance(fwd, ClsForward)
+    assert all(p["q"].onednn for p in fwd.layers) == torch.backends.mkldnn.is_available()
+    tok, model = scorer.clf.tokenizer, scorer.clf.model
+    texts = _texts()[:6] + ["court", "un texte un peu plus long que le précédent"]
+    enc = tok(texts, truncation=True, max_length=64, padding=True, return_tensors="pt")
+    assert (enc["attention_mask"] == 0).any()
+    with torch.inference_mode():
+        ref = model(**enc).logits
+        got = fwd(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
+    np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=1e-5, rtol=0)
+    # long enough for the per-head oneDNN attention (with padding and a mask)
+    enc = tok(texts, truncation=True, max_length=300, padding=True, return_tensors="pt")
+    assert enc["input_ids"].shape[1] >= ONEDNN_ATTENTION_MIN_TOKENS and (enc["attention_mask"] == 0).any()
+    with torch.inference_mode():
+        ref = model(**enc).logits
+        got = fwd(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
+    np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=1e-5, rtol=0)
+    fused = scorer.proba(_texts())
+    scorer.clf.fast = False
+    assert scorer.clf._forward() is None
+    np.testing.assert_allclose(fused, scorer.proba(_texts()), atol=1e-6, rtol=0)
+
+
+def test_cls_forward_steps_aside_when_it_does_not_apply(tmp_path, monkeypatch):
+    from gaperon.curate.classifier.clsforward import ClsForward
+
+    folder = tiny_sequence_classifier(tmp_path / "clf", {0: "high", 1: "low", 2: "medium"}, arch="bert")
+    assert Scorer(folder, precision="int8-dynamic").clf._forward() is None  # quantized Linears
+    assert Scorer(folder, precision="bf16").clf._forward() is None
+    model = load_classifier(folder).model
+    model.train()
+    assert ClsForward.build(model) is None  # dropout on: not the eval forward
+    model.eval()
+    assert isinstance(ClsForward.build(model), ClsForward)
+    # a forward that drifts from the model's own by 1e-3 fails the build-time check
+    orig = ClsForward.__call__
+    monkeypatch.setattr(ClsForward, "__call__", lambda self, *a, **k: orig(self, *a, **k) + 1e-3)
+    assert ClsForward.build(model) is None
+    monkeypatch.undo()
+    model.config.position_embedding_type = "relative_key"
+    assert ClsForward.build(model) is None

