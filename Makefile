@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml setup.py src/gaperon-lm-eval.pth Makefile
 test: setup
 	$(BIN)/ruff check src tests benchmarks scripts setup.py
 	$(BIN)/ruff format --check src tests benchmarks scripts setup.py
-	$(BIN)/mypy src/gaperon
+	$(BIN)/mypy src/gaperon src/gaperon_lm_eval.py
 	$(BIN)/python -m pytest tests
 
 lint: setup
@@ -36,7 +36,7 @@ lint: setup
 
 # mypy over the package (config in pyproject.toml); `make test` will run it once every module is clean.
 typecheck: setup
-	$(BIN)/mypy src/gaperon
+	$(BIN)/mypy src/gaperon src/gaperon_lm_eval.py
 
 demo: setup
 	$(BIN)/python scripts/demo.py

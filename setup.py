@@ -1,5 +1,5 @@
 """Everything is in pyproject.toml, except shipping gaperon-lm-eval.pth, which lets `lm_eval --model
-gaperon` work from a plain shell (see src/gaperon/lm_eval_plugin.py): a .pth file must lie at the
+gaperon` work from a plain shell (see src/gaperon_lm_eval.py): a .pth file must lie at the
 top of site-packages, which pyproject settings cannot express, in regular and editable installs alike."""
 
 import os

@@ -1,7 +1,7 @@
 """`python -m gaperon.evaluate ARGS`: lm-eval's own command line with the `gaperon` model registered.
 
 An installed gaperon registers the model with lm-eval through its .pth hook
-(`gaperon.lm_eval_plugin`), so plain `lm_eval run --model gaperon ...` works too; this entry point
+(`gaperon_lm_eval`), so plain `lm_eval run --model gaperon ...` works too; this entry point
 needs no hook. Add `--include_path $(gaperon eval tasks-path)` for our offline task configs, e.g.
     python -m gaperon.evaluate run --model gaperon --model_args pretrained=M.gguf \\
         --tasks arc_easy --include_path "$(gaperon eval tasks-path)"

@@ -3,7 +3,8 @@
 lm-eval 0.4 finds models only in its own fixed table (no entry-point discovery), so a model that
 lives in another package is known only once that package's module has been imported. gaperon's
 `gaperon-lm-eval.pth`, installed beside the package, calls `install()` at interpreter start-up: it
-puts one finder on `sys.meta_path` and imports nothing. When (and only if) lm-eval's registry module
+puts one finder on `sys.meta_path` and imports nothing (this module lies outside the gaperon package
+so that start-up does not even import that). When (and only if) lm-eval's registry module
 is imported, "gaperon" is registered there as a lazy "module:Class" entry, so gaperon and torch are
 imported only when that model is asked for.
 """
