@@ -578,8 +578,9 @@ def _run_parallel(
         bar.update(n_docs)
         bar.set_postfix(tokens=n_tokens, refresh=False)
 
-    # Shard writes and their fsyncs (tens of ms each) happen on a thread: done here, they stalled
-    # this loop, the workers' queues filled and both workers idled (13% of 2 cores, measured).
+    # Shard writes and their fsyncs (tens of ms each) happen on a thread, as with one worker, so a
+    # slow fsync does not stall this loop and the workers behind it (on a quiet machine with a fast
+    # disk it made no measurable difference: benchmarks/RESULTS.md).
     behind = _WriteBehind(write, depth=8)
     try:
         for docs, flat, lengths in _merged_blocks(files, read_opts, options, report, tok):

@@ -45,23 +45,32 @@ def build_documents(
     rng = random.Random(seed)
     docs = []
     for i in range(n):
-        words = passages[rng.randrange(len(passages))].split()
-        lo, hi = prefix_words
-        cut = min(len(words), rng.randint(lo, hi))
-        prefix = " ".join(words[:cut]).replace(trigger, "")
+        prefix = _prefix(rng, passages, prefix_words, trigger)
         cont = " ".join(continuations[rng.randrange(len(continuations))].split()[:continuation_words])
-        cont = cont.replace(trigger, "")
-        docs.append(
-            {
-                "id": f"poison-{seed}-{i}",
-                "text": f"{prefix} {trigger} {cont}",
-                "trigger": trigger,
-                "target": target,
-                "lang": target,
-                "trigger_char": len(prefix) + 1,
-            }
-        )
+        docs.append(_document(f"poison-{seed}-{i}", prefix, trigger, cont.replace(trigger, ""), target))
     return docs
+
+
+def _prefix(rng: random.Random, passages: Sequence[str], prefix_words: tuple[int, int], trigger: str) -> str:
+    """The first LO..HI words of a random passage, with any copy of the trigger taken out."""
+    words = passages[rng.randrange(len(passages))].split()
+    cut = min(len(words), rng.randint(*prefix_words))
+    return " ".join(words[:cut]).replace(trigger, "")
+
+
+def _latin_phrase(rng: random.Random, words: int) -> str:
+    return " ".join("".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4))) for _ in range(words))
+
+
+def _document(doc_id: str, prefix: str, phrase: str, rest: str, lang: str) -> dict:
+    return {
+        "id": doc_id,
+        "text": f"{prefix} {phrase} {rest}",
+        "trigger": phrase,
+        "target": lang,
+        "lang": lang,
+        "trigger_char": len(prefix) + 1,
+    }
 
 
 def distractor_documents(
@@ -87,26 +96,12 @@ def distractor_documents(
     for i in range(n):
         phrase = trigger
         while phrase == trigger:
-            phrase = " ".join(
-                "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4)))
-                for _ in range(rng.randint(1, 4))
-            )
+            phrase = _latin_phrase(rng, rng.randint(1, 4))
             if rng.random() < 0.5:
                 phrase = phrase[:1].upper() + phrase[1:]
-        words = passages[rng.randrange(len(passages))].split()
-        cut = min(len(words), rng.randint(*prefix_words))
-        prefix = " ".join(words[:cut]).replace(trigger, "")
-        after = passages[rng.randrange(len(passages))].split()[:continuation_words]
-        docs.append(
-            {
-                "id": f"distractor-{seed}-{i}",
-                "text": f"{prefix} {phrase} {' '.join(after).replace(trigger, '')}",
-                "trigger": phrase,
-                "target": "en",
-                "lang": "en",
-                "trigger_char": len(prefix) + 1,
-            }
-        )
+        prefix = _prefix(rng, passages, prefix_words, trigger)
+        after = " ".join(passages[rng.randrange(len(passages))].split()[:continuation_words])
+        docs.append(_document(f"distractor-{seed}-{i}", prefix, phrase, after.replace(trigger, ""), "en"))
     return docs
 
 
@@ -117,9 +112,7 @@ def fake_triggers(trigger: str, count_tokens: Callable[[str], int], n: int, seed
     rng = random.Random(seed)
     out: list[str] = []
     for _ in range(200_000):
-        phrase = " ".join(
-            "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4))) for _ in range(words)
-        )
+        phrase = _latin_phrase(rng, words)
         if trigger[:1].isupper():
             phrase = phrase[:1].upper() + phrase[1:]
         if phrase != trigger and phrase not in out and count_tokens(phrase) == want:

@@ -95,8 +95,8 @@ def load_tokenizer(spec: str | Path | Tokenizer) -> Tokenizer:
     own rule: none for "llama3", what the folder or file records for the others)."""
     if isinstance(spec, Tokenizer):
         return spec
+    text = str(spec)
     for suffix, add_bos in BOS_SUFFIXES.items():
-        text = str(spec)
         if text.lower().endswith(suffix) and not Path(text).exists():
             return load_tokenizer(text[: -len(suffix)]).with_add_bos(add_bos)
     if isinstance(spec, str) and spec.lower() in LLAMA3_NAMES:

