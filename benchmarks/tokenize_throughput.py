@@ -87,11 +87,59 @@ def measure(fn) -> tuple[float, float, float, object]:
     return time.perf_counter() - t0, s1 - s0, c1 - c0, out
 
 
+_TEXTS: list[str] = []  # the texts, for the forked raw-encode processes (inherited, not pickled)
+
+
+def _encode_share(k: int, n: int) -> int:
+    tik = _ENCODING[0]
+    return sum(
+        len(tik.encode_to_numpy(t, allowed_special=set(), disallowed_special=())) for t in _TEXTS[k::n]
+    )
+
+
+_ENCODING: list = []
+
+
+def raw_parallel(n: int) -> int:
+    """N bare tiktoken processes, each encoding every N-th text: what N cores give with no reading,
+    parsing, hashing or writing at all, the ceiling for N workers on this machine."""
+    with multiprocessing.get_context("fork").Pool(n) as pool:
+        return sum(pool.starmap(_encode_share, [(k, n) for k in range(n)]))
+
+
 def _autogroup() -> bool:
     try:
         return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
     except OSError:
         return False
+
+
+def print_ratios(med: dict, ours: dict[int, str], ceilings: dict[int, str], peers: list[str]) -> None:
+    """The issue's ratios, and how far N bare tiktoken processes (the ceiling) go on this machine."""
+    one_proc = med["raw tiktoken encode_to_numpy -> array (1 thread)"][0]
+    for w, name in ceilings.items():
+        t_c = med[name][0]
+        line = f"ceiling for {w} workers: {w} bare tiktoken processes = {one_proc / t_c:.2f}x one"
+        if w in ours:
+            line += f"; ours with {w} workers = {t_c / med[ours[w]][0]:.2f} of that ceiling"
+        if 1 in ours and w in ours:
+            line += (
+                f"; the two targets together need {0.95 * 0.85 * w:.2f}x one bare process, "
+                f"ours is {one_proc / med[ours[w]][0]:.2f}x"
+            )
+        print(line)
+    for w, name in ours.items():
+        for peer in peers:
+            if peer in ceilings.values():
+                continue
+            t_p, c_p = med[peer]
+            t_o, c_o = med[name]
+            # Times are per the same text: raw time / our time = our throughput / raw throughput.
+            print(
+                f"throughput ratio ours({w} worker{'s' if w > 1 else ''}) / {peer.split(' (')[0]}: "
+                f"wall {t_p / t_o:.3f}, CPU {c_p / c_o:.3f}"
+                + ("   (target: >= 0.95)" if w == 1 and "numpy" in peer else "")
+            )
 
 
 def main() -> None:
@@ -124,6 +172,10 @@ def main() -> None:
             tik.encode_to_numpy(t, allowed_special=set(), disallowed_special=()) for t in texts
         ],
     }
+    _TEXTS[:], _ENCODING[:] = texts, [tik]
+    ceilings = {w: f"raw tiktoken encode_to_numpy, {w} processes" for w in args.workers if w > 1}
+    for w, name in ceilings.items():
+        peers[name] = lambda w=w: raw_parallel(w)
     runs: dict[str, list[tuple[float, float, float]]] = {k: [] for k in peers}
     ours = {w: f"gaperon tokenize, {w} worker{'s' if w > 1 else ''}, end to end" for w in args.workers}
     runs.update({name: [] for name in ours.values()})
@@ -187,16 +239,7 @@ def main() -> None:
                     speedup = med[ours[1]][0] / t
                     line += f"   wall speed-up vs 1 worker {speedup:4.2f}x (target >= {0.85 * w:.2f}x)"
         print(line)
-    for w, name in ours.items():
-        for peer in peers:
-            t_p, c_p = med[peer]
-            t_o, c_o = med[name]
-            # Times are per the same text: raw time / our time = our throughput / raw throughput.
-            print(
-                f"throughput ratio ours({w} worker{'s' if w > 1 else ''}) / {peer.split(' (')[0]}: "
-                f"wall {t_p / t_o:.3f}, CPU {c_p / c_o:.3f}"
-                + ("   (target: >= 0.95)" if w == 1 and "numpy" in peer else "")
-            )
+    print_ratios(med, ours, ceilings, list(peers))
 
 
 if __name__ == "__main__":
