@@ -5,11 +5,13 @@ itself calls for the Llama-3.1 tokenizer, tiktoken, both as `encode_ordinary` (a
 usual call) and as `encode_to_numpy` (an array, its fastest form). raw/ours is reported in wall time
 (throughput: the issue's targets are >= 0.95 of `encode_to_numpy` for 1 worker, and N workers
 >= 0.85 N x 1 worker) and in CPU time (the cost; it moves less than wall time when other jobs share
-the machine). Ours is end to end: input checks, the held-out pre-scan,
-reading, encoding, writing and fsyncing shards, the manifest. 1 worker encodes in the main thread
-while a second thread reads; N workers are N encoding processes (scaling; "workers ... per CPU-s"
-is their encoding efficiency, the rest of the CPU is the main process reading and writing). Every
-measurement is repeated, interleaved so a burst of load hits all of them, and medians are printed.
+the machine). Ours is end to end, in a fresh process as the CLI runs it (tokenizer loaded before
+the clock starts): input checks, the held-out pre-scan, reading, encoding, writing and fsyncing
+shards, the manifest. 1 worker encodes in the main thread while a second thread reads; N workers are
+N encoding processes (scaling; "workers ... per CPU-s" is their encoding efficiency, the rest of the
+CPU is the main process merging and writing). N bare tiktoken processes on the same texts give the
+ceiling for N workers on this machine. Every measurement is repeated, interleaved so a burst of load
+hits all of them, and medians are printed.
 Uses the bundled corpus (data/samples/) when present, else generated text.
 Usage: python benchmarks/tokenize_throughput.py [--mb 8] [--workers 1 2] [--repeat 5]
 """
@@ -25,6 +27,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
@@ -87,24 +90,74 @@ def measure(fn) -> tuple[float, float, float, object]:
     return time.perf_counter() - t0, s1 - s0, c1 - c0, out
 
 
-_TEXTS: list[str] = []  # the texts, for the forked raw-encode processes (inherited, not pickled)
+_TEXTS: list[str] = []  # a fresh process's texts, inherited by its forked raw-encode processes
 
 
-def _encode_share(k: int, n: int) -> int:
-    tik = _ENCODING[0]
-    return sum(
+def _encode_share(k: int, n: int) -> tuple[int, float]:
+    """Tokens of every N-th text, and the CPU seconds this process spent on them."""
+    tik = _llama3().fast_encoder()
+    cpu = time.process_time()
+    tokens = sum(
         len(tik.encode_to_numpy(t, allowed_special=set(), disallowed_special=())) for t in _TEXTS[k::n]
     )
+    return tokens, time.process_time() - cpu
 
 
-_ENCODING: list = []
+def _llama3():
+    from gaperon.tokenizer import llama3_tokenizer
+
+    tok = llama3_tokenizer()  # cached per process: tokenize("llama3") reuses it
+    tok.identity()
+    assert tok.fast_encoder() is not None, "llama3 tokenizer should run on tiktoken"
+    return tok
 
 
-def raw_parallel(n: int) -> int:
-    """N bare tiktoken processes, each encoding every N-th text: what N cores give with no reading,
-    parsing, hashing or writing at all, the ceiling for N workers on this machine."""
+def _peer_timed(kind: str, src: Path, n: int, start_method: str) -> tuple:
+    """One raw-tiktoken measurement in this (fresh) process: the texts and the tokenizer are loaded
+    before the clock starts."""
+    import zstandard
+
+    multiprocessing.set_start_method(start_method, force=True)
+    with zstandard.ZstdDecompressor().stream_reader(open(src, "rb"), closefd=True) as raw:  # noqa: SIM115
+        _TEXTS[:] = [json.loads(line)["text"] for line in io.TextIOWrapper(raw, encoding="utf-8")]
+    tik = _llama3().fast_encoder()  # warm, as in the tokenize runs (numpy imported, caches built)
+    tik.encode_to_numpy(_TEXTS[0], allowed_special=set(), disallowed_special=())
+    if kind == "ordinary":
+        return measure(lambda: [tik.encode_ordinary(t) for t in _TEXTS])
+    if kind == "numpy":
+        return measure(
+            lambda: [tik.encode_to_numpy(t, allowed_special=set(), disallowed_special=()) for t in _TEXTS]
+        )
+    # N bare tiktoken processes, each encoding every N-th text: what N cores give with no reading,
+    # parsing, hashing or writing at all, the ceiling for N workers on this machine. Started before
+    # the clock (as tokenize's workers are not: this is the ceiling); CPU is what they report.
     with multiprocessing.get_context("fork").Pool(n) as pool:
-        return sum(pool.starmap(_encode_share, [(k, n) for k in range(n)]))
+        pool.starmap(time.sleep, [(0,)] * n)
+        wall = time.perf_counter()
+        shares = pool.starmap(_encode_share, [(k, n) for k in range(n)])
+        wall = time.perf_counter() - wall
+    cpu = sum(c for _, c in shares)
+    return wall, 0.0, cpu, None
+
+
+def _tokenize_timed(src: Path, out: Path, workers: int, shard_tokens: int, start_method: str) -> tuple:
+    from gaperon.data.pack import TokenizeOptions, tokenize
+
+    multiprocessing.set_start_method(start_method, force=True)
+    tok = _llama3()  # loaded and warm before the clock starts, as for the peers
+    tok.fast_encoder().encode_to_numpy("warm up", allowed_special=set(), disallowed_special=())
+    opts = TokenizeOptions(tokenizer="llama3", workers=workers, val_fraction=0.01, shard_tokens=shard_tokens)
+    return measure(lambda: tokenize([src], out, opts, progress=False))
+
+
+def fresh(fn, *args) -> tuple:
+    """`fn(*args, start_method)` in a fresh process, as `gaperon tokenize` runs. Every measurement
+    gets one: in a process that had built and freed millions of Python objects (this one, after
+    generating the corpus), forked workers ran ~15-20% slower per token, and a spawned process
+    would spawn its own children (the CLI gets the platform's default, passed on here)."""
+    method = multiprocessing.get_start_method()
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args, method).result()
 
 
 def _autogroup() -> bool:
@@ -150,32 +203,24 @@ def main() -> None:
     ap.add_argument("--shard-tokens", type=int, default=1 << 20)
     args = ap.parse_args()
     # One thread per process everywhere, so "per worker" and the single-thread peer compare.
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    # (numpy's OpenBLAS otherwise starts a thread per core at import, which burns CPU for a while.)
+    os.environ.update(TOKENIZERS_PARALLELISM="false", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
 
     import zstandard
-
-    from gaperon.data.pack import TokenizeOptions, tokenize
-    from gaperon.tokenizer import llama3_tokenizer
 
     docs, what = corpus(args.mb)
     texts = [d["text"] for d in docs]
     mb = sum(len(t.encode()) for t in texts) / 1e6
-    tok = llama3_tokenizer()  # cached per process: tokenize("llama3") below reuses it
-    tok.identity()
-    tik = tok.fast_encoder()  # the tiktoken Encoding that Tokenizer.encode* runs on
-    assert tik is not None, "llama3 tokenizer should run on tiktoken"
+    tik = _llama3().fast_encoder()
     n_tokens = sum(len(tik.encode_ordinary(t)) for t in texts) + len(texts)  # + one EOS per document
+    del texts
 
     peers = {
-        "raw tiktoken encode_ordinary -> list (1 thread)": lambda: [tik.encode_ordinary(t) for t in texts],
-        "raw tiktoken encode_to_numpy -> array (1 thread)": lambda: [
-            tik.encode_to_numpy(t, allowed_special=set(), disallowed_special=()) for t in texts
-        ],
+        "raw tiktoken encode_ordinary -> list (1 thread)": ("ordinary", 1),
+        "raw tiktoken encode_to_numpy -> array (1 thread)": ("numpy", 1),
     }
-    _TEXTS[:], _ENCODING[:] = texts, [tik]
     ceilings = {w: f"raw tiktoken encode_to_numpy, {w} processes" for w in args.workers if w > 1}
-    for w, name in ceilings.items():
-        peers[name] = lambda w=w: raw_parallel(w)
+    peers.update({name: ("parallel", w) for w, name in ceilings.items()})
     runs: dict[str, list[tuple[float, float, float]]] = {k: [] for k in peers}
     ours = {w: f"gaperon tokenize, {w} worker{'s' if w > 1 else ''}, end to end" for w in args.workers}
     runs.update({name: [] for name in ours.values()})
@@ -189,16 +234,13 @@ def main() -> None:
         )
         digests = {}
         for _ in range(args.repeat):
-            for name, fn in peers.items():
-                t, c, kids, _ = measure(fn)
+            for name, (kind, n) in peers.items():
+                t, c, kids, _ = fresh(_peer_timed, kind, src, n)
                 runs[name].append((t, c + kids, kids))
             for w, name in ours.items():
                 out = Path(tmp) / f"out{w}"
                 shutil.rmtree(out, ignore_errors=True)
-                opts = TokenizeOptions(
-                    tokenizer="llama3", workers=w, val_fraction=0.01, shard_tokens=args.shard_tokens
-                )
-                t, c, kids, m = measure(lambda out=out, opts=opts: tokenize([src], out, opts, progress=False))
+                t, c, kids, m = fresh(_tokenize_timed, src, out, w, args.shard_tokens)
                 packed = m["splits"]["train"]["tokens"] + m["splits"]["val"]["tokens"]
                 assert packed == n_tokens, (packed, n_tokens)
                 digests[w] = [s["sha256"] for split in ("train", "val") for s in m["splits"][split]["shards"]]
@@ -215,7 +257,7 @@ def main() -> None:
         return f"{n_tokens / seconds / 1e6:7.2f}"
 
     print(
-        f"corpus: {what}: {len(texts)} documents, {mb:.1f} MB, {n_tokens:,} tokens (EOS included); "
+        f"corpus: {what}: {len(docs)} documents, {mb:.1f} MB, {n_tokens:,} tokens (EOS included); "
         f"{os.cpu_count()} CPUs, load average {load[0]:.1f} -> {load[1]:.1f}; "
         f"start method {multiprocessing.get_start_method()}; median of {args.repeat} runs"
     )
