@@ -123,11 +123,13 @@ def _peer_timed(kind: str, src: Path, n: int, start_method: str) -> tuple:
     tik = _llama3().fast_encoder()  # warm, as in the tokenize runs (numpy imported, caches built)
     tik.encode_to_numpy(_TEXTS[0], allowed_special=set(), disallowed_special=())
     if kind == "ordinary":
-        return measure(lambda: [tik.encode_ordinary(t) for t in _TEXTS])
+        wall, cpu, kids, _ = measure(lambda: [tik.encode_ordinary(t) for t in _TEXTS])
+        return wall, cpu, kids, None  # not the ids: they would be pickled back to the parent
     if kind == "numpy":
-        return measure(
+        wall, cpu, kids, _ = measure(
             lambda: [tik.encode_to_numpy(t, allowed_special=set(), disallowed_special=()) for t in _TEXTS]
         )
+        return wall, cpu, kids, None
     # N bare tiktoken processes, each encoding every N-th text: what N cores give with no reading,
     # parsing, hashing or writing at all, the ceiling for N workers on this machine. Started before
     # the clock (as tokenize's workers are not: this is the ceiling); CPU is what they report.
