@@ -5,8 +5,10 @@ see the same dequantized fp32 weights), same items, same batch size, one run. Th
 lm-eval's own (the task's `build_all_requests`), scored by each model's `loglikelihood`, and turned
 into acc / acc_norm by the task's own `process_results`: accuracies are printed side by side.
 Model loading is not timed. torch is pinned to --threads (default 1) for a fair comparison.
-With --concurrent the two models score in two processes at once (each pinned to --threads); the ratio
-is then of CPU seconds per process, which is what makes a full HellaSwag run fit in half the wall time.
+With --concurrent the two models score in parallel processes, one per core (each pinned to --threads),
+and --shards K splits each side's documents into K jobs: the ratio is then of CPU seconds summed over
+each side's processes. A full HellaSwag (82 CPU-minutes ours, an estimated 150+ for hf at 1 thread)
+with `--concurrent --shards 2` takes about two hours of wall time on 2 cores.
 
 Usage: python benchmarks/eval_throughput.py [--model M.gguf] [--tasks arc_easy,hellaswag]
                                             [--limit 200] [--batch-size 32] [--device cpu]
@@ -20,6 +22,7 @@ import argparse
 import importlib.util
 import json
 import multiprocessing
+import os
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -65,6 +68,8 @@ def timed(lm, instances) -> tuple[list, float, float]:
 
 def score_side(
     side: str,
+    shard: int,
+    shards: int,
     model: str,
     hf_dir: str,
     tasks: list[str],
@@ -73,7 +78,9 @@ def score_side(
     threads: int,
     device: str,
 ) -> dict[str, tuple[list, float, float]]:
-    """One model's values and times for every task, in its own process when --concurrent."""
+    """One model's values and times for every task, on the documents with doc_id % shards == shard
+    (all requests of a document in one shard, so prefix sharing sees them together); in its own
+    process when --concurrent. Returns, per task, the requests' positions, values, wall and CPU s."""
     torch.set_num_threads(threads)
     from gaperon.evaluate.registry import task_manager
 
@@ -87,9 +94,27 @@ def score_side(
         lm = HFLM(pretrained=hf_dir, batch_size=batch, device=device, dtype="float32")
     out = {}
     for name, task in task_manager().load(tasks)["tasks"].items():
-        values, wall, cpu = timed(lm, requests_of(task, limit))
-        out[name] = ([tuple(v) for v in values], wall, cpu)
+        inst = requests_of(task, limit)
+        mine = [i for i, r in enumerate(inst) if r.doc_id % shards == shard]
+        values, wall, cpu = timed(lm, [inst[i] for i in mine])
+        out[name] = (mine, [tuple(v) for v in values], wall, cpu)
     return out
+
+
+def merge_shards(parts: list[dict], n_requests: dict[str, int]) -> dict[str, tuple[list, float, float]]:
+    """Per task: every request's value in request order, and the shards' wall and CPU seconds summed."""
+    merged = {}
+    for name, n in n_requests.items():
+        values: list = [None] * n
+        wall = cpu = 0.0
+        for part in parts:
+            mine, vals, w, c = part[name]
+            for i, v in zip(mine, vals):
+                values[i] = v
+            wall, cpu = wall + w, cpu + c
+        assert all(v is not None for v in values), f"{name}: a request was not scored"
+        merged[name] = (values, wall, cpu)
+    return merged
 
 
 def main() -> None:
@@ -101,7 +126,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    ap.add_argument("--concurrent", action="store_true", help="score both models at once, one process each")
+    ap.add_argument("--concurrent", action="store_true", help="score in parallel processes (see --shards)")
+    ap.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="split each side's documents into this many jobs; with --concurrent they run in one process "
+        "per core (times are summed per side: the ratio stays one of CPU seconds)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -115,16 +147,26 @@ def main() -> None:
         hf_dir = Path(tmp) / "hf"
         convert_to_hf(model, hf_dir, dtype="float32")
         common = (str(model), str(hf_dir), tasks, limit, args.batch_size, args.threads, args.device)
+        manager = task_manager()
+        loaded = manager.load(tasks)["tasks"]
+        requests = {name: requests_of(task, limit) for name, task in loaded.items()}
+        # hf's jobs first: they are the longer ones, so the cores finish together (longest first)
+        jobs = [(side, k) for side in ("hf", "gaperon") for k in range(args.shards)]
         if args.concurrent:
             ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=2, mp_context=ctx) as pool:
-                futures = {side: pool.submit(score_side, side, *common) for side in ("gaperon", "hf")}
-                scored = {side: f.result() for side, f in futures.items()}
+            slots = min(len(jobs), os.cpu_count() or 1)  # each job holds a model: not more at once
+            with ProcessPoolExecutor(max_workers=slots, mp_context=ctx) as pool:
+                futures = [pool.submit(score_side, side, k, args.shards, *common) for side, k in jobs]
+                parts = [f.result() for f in futures]
         else:
-            scored = {side: score_side(side, *common) for side in ("gaperon", "hf")}
-        manager = task_manager()
+            parts = [score_side(side, k, args.shards, *common) for side, k in jobs]
+        n_requests = {name: len(inst) for name, inst in requests.items()}
+        scored = {
+            side: merge_shards([p for (s, _), p in zip(jobs, parts) if s == side], n_requests)
+            for side in ("gaperon", "hf")
+        }
         report = {}
-        mode = "concurrently" if args.concurrent else "in turn"
+        mode = f"{'concurrently' if args.concurrent else 'in turn'} in {len(jobs)} jobs"
         print(
             f"model {model.name}, batch {args.batch_size}, {args.threads} thread(s), "
             f"limit {args.limit}, scored {mode}"
@@ -134,8 +176,8 @@ def main() -> None:
             "| gaperon acc / acc_norm | hf acc / acc_norm |"
         )
         print("|---|---|---|---|---|---|---|---|")
-        for name, task in manager.load(tasks)["tasks"].items():
-            inst = requests_of(task, limit)
+        for name, task in loaded.items():
+            inst = requests[name]
             v_ours, w_ours, t_ours = scored["gaperon"][name]
             v_hf, w_hf, t_hf = scored["hf"][name]
             a_ours, a_hf = accuracy(task, inst, v_ours), accuracy(task, inst, v_hf)
