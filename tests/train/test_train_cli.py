@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from train_helpers import recipe
 
 from gaperon.cli import main
+from gaperon.errors import EXIT_USAGE
 from gaperon.io.dcp import load_run_model
 from gaperon.train.metrics import flops_per_token, matmul_params, read_metrics
 
@@ -45,6 +47,20 @@ def test_cli_bad_recipe_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
     assert main(["train", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "run")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", ["train", "research", "classifier train"])
+@pytest.mark.parametrize("override", ["batch.micro_batch", "=3"])
+def test_malformed_override_is_a_usage_error_before_any_work(tmp_path, capsys, verb, override):
+    """Every verb that takes key=value overrides refuses a malformed one the same way (exit 2, one
+    line naming it), before reading the recipe: the recipe here does not even exist."""
+    args = [*verb.split(), str(tmp_path / "missing.yaml")]
+    if verb == "classifier train":
+        args += ["--data", str(tmp_path / "data")]
+    assert main([*args, "--out", str(tmp_path / "out"), override]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"override {override!r}" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_mfu_formula_matches_anchors():

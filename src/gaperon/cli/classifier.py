@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from gaperon.cli.helptext import HelpFormatter, examples
-from gaperon.cli.parsing import allow_intermixed
+from gaperon.cli.parsing import allow_intermixed, check_overrides
 
 _SAMPLES = Path("data/samples")
 
@@ -120,11 +120,8 @@ def _labels(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from gaperon.config import apply_overrides, from_dict, load_yaml
     from gaperon.curate.classifier.train import TrainConfig, train
-    from gaperon.errors import UsageError
 
-    for o in args.overrides:
-        if "=" not in o:
-            raise UsageError(f"override {o!r} must look like key.sub=value")
+    check_overrides(args.overrides)
     cfg = from_dict(TrainConfig, apply_overrides(load_yaml(args.recipe), args.overrides), args.recipe)
     result = train(args.data, args.out, cfg)
     for subset, m in result["test"].items():

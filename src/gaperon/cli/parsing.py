@@ -24,3 +24,16 @@ class IntermixedParser(argparse.ArgumentParser):
 def allow_intermixed(parser: argparse.ArgumentParser) -> None:
     """Make a sub-parser (made by `add_parser`) an `IntermixedParser`."""
     parser.__class__ = IntermixedParser
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Refuse a malformed `key.sub=value` override as a usage error, before any heavy work starts
+    (the recipe loaders check them again with the file's name, as ConfigError)."""
+    from gaperon.config import parse_override
+    from gaperon.errors import ConfigError, UsageError
+
+    for text in overrides:
+        try:
+            parse_override(text)
+        except ConfigError as e:
+            raise UsageError(str(e)) from None

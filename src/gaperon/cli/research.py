@@ -244,12 +244,10 @@ def _haystack(args: argparse.Namespace) -> int:
 
 
 def _research(args: argparse.Namespace) -> int:
-    from gaperon.errors import UsageError
+    from gaperon.cli.parsing import check_overrides
     from gaperon.research.experiments import run_experiment
 
-    for o in args.overrides:
-        if "=" not in o:
-            raise UsageError(f"override {o!r} must look like key.sub=value")
+    check_overrides(args.overrides)
     run_experiment(args.recipe, args.out, args.overrides)
     print(f"report: {args.out}/REPORT.md")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from gaperon.cli.helptext import HelpFormatter, examples
-from gaperon.cli.parsing import allow_intermixed
+from gaperon.cli.parsing import allow_intermixed, check_overrides
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,9 +54,7 @@ def _train(args: argparse.Namespace) -> int:
     from gaperon.errors import UsageError
     from gaperon.train import train
 
-    for o in args.overrides:
-        if "=" not in o:
-            raise UsageError(f"override {o!r} must look like key.sub=value")
+    check_overrides(args.overrides)
     if args.dry_run:
         from gaperon.train.config import load_recipe
         from gaperon.train.dry_run import describe
