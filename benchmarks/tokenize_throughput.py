@@ -205,7 +205,7 @@ def main() -> None:
     ap.add_argument("--shard-tokens", type=int, default=1 << 20)
     args = ap.parse_args()
     # One thread per process everywhere, so "per worker" and the single-thread peer compare.
-    # (numpy's OpenBLAS otherwise starts a thread per core at import, which burns CPU for a while.)
+    # (numpy's OpenBLAS otherwise starts a thread per core at import: its CPU time showed up in timings.)
     os.environ.update(TOKENIZERS_PARALLELISM="false", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
 
     import zstandard
