@@ -20,9 +20,9 @@ from torch import Tensor
 
 # Tokens per forward pass. The packed row attends through a dense (T, T) mask, so attention grows
 # with T squared, mostly spent on pairs the mask drops: 256 tokens keep matrix products efficient and
-# attention cheap on CPU (HellaSwag on SmolLM2-135M, 1 thread: 8.9-9.1 requests/CPU-s at 256, 8.3 at
-# 512, 7.5 at 1024). A context's group is split into several pieces (its context then computed once
-# per piece) only past SPLIT_TOKENS, so a HellaSwag item longer than a row still shares its context.
+# attention cheap on CPU (a HellaSwag subset on SmolLM2-135M, 1 thread: 8.7 requests/CPU-s with
+# these defaults, 8.1 at 512, 7.5 at 1024). A context's group is split into several pieces (its
+# context then computed once per piece) only past SPLIT_TOKENS, so a long item still shares its context.
 MAX_TOKENS = 256
 SPLIT_TOKENS = 512
 
