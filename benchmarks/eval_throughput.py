@@ -38,7 +38,10 @@ def smollm2() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def requests_of(task, limit: int | None):
+def requests_of(task, limit: int | None, shots: int | None = None):
+    if shots is not None:  # as lm_eval.simple_evaluate sets it (first_n for MMLU: the dev examples)
+        task.set_config(key="num_fewshot", value=shots)
+        task.set_fewshot_seed(seed=1234)
     task.build_all_requests(limit=limit, rank=0, world_size=1)
     return [inst for inst in task.instances if inst.request_type == "loglikelihood"]
 
@@ -58,6 +61,11 @@ def accuracy(task, instances, values) -> dict[str, float]:
     return {k: 100 * v / len(by_doc) for k, v in sums.items()} | {"docs": len(by_doc)}
 
 
+def shown(acc: dict[str, float]) -> str:
+    """acc / acc_norm, or acc alone where the task has no acc_norm (MMLU)."""
+    return " / ".join(f"{acc[k]:.2f}" for k in ("acc", "acc_norm") if k in acc)
+
+
 def timed(lm, instances) -> tuple[list, float, float]:
     """Values, wall seconds and CPU seconds of this process. On a shared machine the CPU time is the
     fairer figure (other users' load inflates the wall time of whichever model runs during it)."""
@@ -74,6 +82,7 @@ def score_side(
     hf_dir: str,
     tasks: list[str],
     limit: int | None,
+    shots: int | None,
     batch: int,
     threads: int,
     device: str,
@@ -94,7 +103,7 @@ def score_side(
         lm = HFLM(pretrained=hf_dir, batch_size=batch, device=device, dtype="float32")
     out = {}
     for name, task in task_manager().load(tasks)["tasks"].items():
-        inst = requests_of(task, limit)
+        inst = requests_of(task, limit, shots)
         mine = [i for i, r in enumerate(inst) if r.doc_id % shards == shard]
         values, wall, cpu = timed(lm, [inst[i] for i in mine])
         out[name] = (mine, [tuple(v) for v in values], wall, cpu)
@@ -122,6 +131,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--tasks", default="arc_easy,hellaswag")
     ap.add_argument("--limit", type=int, default=100, help="items per task; 0 = the whole set")
+    ap.add_argument("--shots", type=int, default=None, help="few-shot examples (default: the task's own)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
@@ -146,10 +156,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         hf_dir = Path(tmp) / "hf"
         convert_to_hf(model, hf_dir, dtype="float32")
-        common = (str(model), str(hf_dir), tasks, limit, args.batch_size, args.threads, args.device)
+        common = (str(model), str(hf_dir), tasks, limit, args.shots)
+        common += (args.batch_size, args.threads, args.device)
         manager = task_manager()
         loaded = manager.load(tasks)["tasks"]
-        requests = {name: requests_of(task, limit) for name, task in loaded.items()}
+        requests = {name: requests_of(task, limit, args.shots) for name, task in loaded.items()}
         # hf's jobs first: they are the longer ones, so the cores finish together (longest first)
         jobs = [(side, k) for side in ("hf", "gaperon") for k in range(args.shards)]
         if args.concurrent:
@@ -169,7 +180,7 @@ def main() -> None:
         mode = f"{'concurrently' if args.concurrent else 'in turn'} in {len(jobs)} jobs"
         print(
             f"model {model.name}, batch {args.batch_size}, {args.threads} thread(s), "
-            f"limit {args.limit}, scored {mode}"
+            f"limit {args.limit}, shots {args.shots}, scored {mode}"
         )
         print(
             "| task | items | requests | gaperon req/CPU-s | hf req/CPU-s | ratio (wall ratio) "
@@ -198,8 +209,7 @@ def main() -> None:
             print(
                 f"| {name} | {a_ours['docs']} | {len(inst)} | {r_ours:.2f} | {r_hf:.2f} "
                 f"| {r_ours / r_hf:.2f}x ({w_hf / w_ours:.2f}x) "
-                f"| {a_ours['acc']:.2f} / {a_ours['acc_norm']:.2f} "
-                f"| {a_hf['acc']:.2f} / {a_hf['acc_norm']:.2f} |"
+                f"| {shown(a_ours)} | {shown(a_hf)} |"
             )
         print(
             "max |logprob ours - hf| per request: "

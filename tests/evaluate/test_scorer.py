@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import torch
 from eval_helpers import micro_model, random_requests
 
@@ -39,12 +41,64 @@ def test_prefix_sharing_equals_unshared_scoring():
     alone = scorer.score(model, reqs, batch_size=16, share=False)
 
     def tokens(share):
-        return sum(p.length for batch in scorer.plan(reqs, 16, 256, share) for p in batch)
+        return sum(b.length for b in scorer.plan(reqs, 16, 256, share))
 
     assert tokens(True) < tokens(False)  # contexts are fed once per group, not once per request
     for a, b in zip(shared, alone):
         assert abs(a.logprob - b.logprob) < 1e-5
         assert a.is_greedy == b.is_greedy
+
+
+def few_shot_requests(seed: int = 3) -> list[tuple[list[int], list[int]]]:
+    """Two "subjects", each a long few-shot block behind a description both begin alike, then its
+    own questions (some a prefix of another), with one-token letters and longer continuations."""
+    rng = random.Random(seed)
+    reqs = []
+    for _ in range(2):
+        block = [11, 12, 13] + [rng.randrange(5, 500) for _ in range(40)]
+        questions = [[rng.randrange(5, 500) for _ in range(rng.randrange(1, 15))] for _ in range(6)]
+        questions.append(questions[0] + [rng.randrange(5, 500) for _ in range(4)])
+        for q in questions:
+            for letter in (30, 31, 32, 33):
+                reqs.append((block + q, [letter]))
+            reqs.append((block + q, [rng.randrange(5, 500) for _ in range(rng.randrange(2, 6))]))
+    rng.shuffle(reqs)
+    return reqs
+
+
+def test_shared_beginnings_are_computed_once_and_change_nothing():
+    model = micro_model(4)
+    reqs = few_shot_requests()
+    ref = [direct(model, c, k) for c, k in reqs]
+    alone = scorer.score(model, reqs, batch_size=16, share=False)
+    by_batch = {bs: scorer.score(model, reqs, batch_size=bs) for bs in (1, 3, 64)}
+    for bs, got in by_batch.items():
+        for (lp, greedy), a, s in zip(ref, alone, got):
+            assert abs(s.logprob - lp) < 1e-4, bs
+            assert abs(s.logprob - a.logprob) < 1e-5, bs
+            assert s.is_greedy == greedy == a.is_greedy
+    for a, b in zip(by_batch[1], by_batch[64]):
+        assert abs(a.logprob - b.logprob) < 1e-5
+    # each subject's 43-token block is fed once, whatever the cut into batches
+    batches = scorer.plan(reqs, 64, 256)
+    assert [b.prefix for b in batches if b.record] == [43, 43]
+    conts = sum(len(k) - 1 for _, k in reqs)
+    fed_64 = sum(len(c) - 43 for c in {tuple(c) for c, _ in reqs}) + 2 * 43 + conts
+    assert sum(b.length for b in batches) == fed_64
+    fed_1 = sum(len(c) - 43 for c, _ in reqs) + 2 * 43 + conts  # one request per batch
+    assert sum(b.length for b in scorer.plan(reqs, 1, 256)) == fed_1
+
+
+def test_clusters_pick_the_saving_level_and_leave_each_context_a_token():
+    a, b = (1, 2, 3, 4, 5, 6), (1, 2, 3, 4, 5, 7)
+    c, d = (1, 2, 9, 9, 9, 9), (1, 2, 9, 9, 9, 8)
+    # the two deep pairs save 5 + 5 tokens, more than (1, 2) shared by all four: 3 x 2
+    assert scorer.clusters([a, b, c, d]) == {a: 5, b: 5, c: 5, d: 5}
+    e = (1, 2, 3)
+    got = scorer.clusters([e, e + (4,), e + (4, 5)])
+    assert got == {e: 2, e + (4,): 2, e + (4, 5): 2}  # a context that is another's beginning keeps a token
+    assert scorer.clusters([(5,), (5, 6)]) == {}  # nothing to share once each keeps a token
+    assert scorer.clusters([]) == {}
 
 
 def test_is_greedy_exact():

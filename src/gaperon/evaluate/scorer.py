@@ -3,16 +3,19 @@
 Requests are grouped by context: one context and its continuations are packed into one row as a
 small tree (the context once, then each continuation at the positions right after it, seeing only
 the context and itself), so a HellaSwag item costs one context plus four endings instead of four
-full sequences. Groups are sorted by length and packed one after another in a single row under a
-block mask: no padding ever enters a computation, and a request's value is the same whatever it was
-packed with (up to float summation order). Logits are computed only where a continuation token is
-predicted, which spares the full-vocabulary projection of every context token.
+full sequences. Contexts that begin alike (the few-shot examples of a 5-shot task, a HellaSwag
+activity label) go one step further: the shared beginning is computed once, in the first row of
+its cluster, and its keys and values are kept and prepended to the cluster's later rows. Groups are
+sorted by length and packed one after another in a single row under a block mask: no padding ever
+enters a computation, and a request's value is the same whatever it was packed with (up to float
+summation order). Logits are computed only where a continuation token is predicted, which spares
+the full-vocabulary projection of every context token.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -35,14 +38,35 @@ class Scored:
 
 @dataclass
 class _Piece:
-    """One context with some of its continuations (request indices), laid out as a tree."""
+    """One context with some of its continuations (request indices), laid out as a tree. The first
+    `shared` context tokens belong to its cluster's prefix, computed once for the whole cluster."""
 
     context: list[int]
     items: list[tuple[int, list[int]]]  # (request index, continuation ids)
+    shared: int = 0
 
     @property
     def length(self) -> int:
-        return len(self.context) + sum(len(c) - 1 for _, c in self.items)
+        return len(self.context) - self.shared + sum(len(c) - 1 for _, c in self.items)
+
+
+@dataclass
+class Batch:
+    """Pieces scored in one forward pass. `prefix` > 0: they share their first `prefix` context
+    tokens; `record`: this row computes that prefix (at its start) and keeps its keys and values
+    for the next rows of the cluster, which read them from the cache instead."""
+
+    pieces: list[_Piece]
+    prefix: int = 0
+    record: bool = False
+
+    @property
+    def length(self) -> int:
+        return (self.prefix if self.record else 0) + sum(p.length for p in self.pieces)
+
+    @property
+    def n_requests(self) -> int:
+        return sum(len(p.items) for p in self.pieces)
 
 
 def _truncate(context: list[int], continuation: list[int], max_len: int) -> tuple[list[int], list[int]]:
@@ -58,18 +82,100 @@ def _truncate(context: list[int], continuation: list[int], max_len: int) -> tupl
     return context[-keep:], continuation
 
 
+def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """Length of the common prefix, leaving each side at least one token of its own (the row that
+    predicts a continuation's first token is its context's last token, which must be in the row)."""
+    lo, hi = 0, min(len(a), len(b)) - 1
+    while lo < hi:  # binary search on C-speed tuple slice comparisons
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+@dataclass
+class _Interval:
+    lcp: int
+    lb: int
+    rb: int = -1
+    children: list[_Interval] = field(default_factory=list)
+    best: int = 0
+    take: bool = False
+
+
+def clusters(contexts: Sequence[tuple[int, ...]], min_prefix: int = 1) -> dict[tuple[int, ...], int]:
+    """Context -> length of the prefix it shares with its cluster (absent: computed alone).
+
+    One level of sharing, chosen to save the most tokens: over the internal nodes of the contexts'
+    trie (the LCP intervals of the sorted contexts), a node either is a cluster, saving
+    (members - 1) x its depth, or leaves the choice to its children. On a 5-shot task that picks
+    the few-shot block of each subject, not the few words every subject's description begins with.
+    """
+    keys = sorted(set(contexts))
+    n = len(keys)
+    lcp = [_common(keys[i - 1], keys[i]) for i in range(1, n)] + [0]  # lcp[i-1]: keys[i-1] vs keys[i]
+    root = _Interval(0, 0)
+    stack = [root]
+    for i in range(1, n + 1):  # bottom-up traversal of the LCP intervals (Abouelhoda et al. 2004)
+        h, lb, last = lcp[i - 1], i - 1, None
+        while h < stack[-1].lcp:
+            top = stack.pop()
+            top.rb = i - 1
+            own = (top.rb - top.lb) * top.lcp if top.lcp >= min_prefix else 0
+            kids = sum(c.best for c in top.children)
+            top.best, top.take = (own, True) if own > kids else (kids, False)
+            lb = top.lb
+            if h <= stack[-1].lcp:
+                stack[-1].children.append(top)
+            else:
+                last = top
+        if h > stack[-1].lcp:
+            stack.append(_Interval(h, lb, children=[last] if last else []))
+    out: dict[tuple[int, ...], int] = {}
+    todo = list(root.children)
+    while todo:
+        node = todo.pop()
+        if node.take:
+            out.update((keys[j], node.lcp) for j in range(node.lb, node.rb + 1))
+        else:
+            todo.extend(node.children)
+    return out
+
+
+def _pack(pieces: list[_Piece], batch_size: int, budget: int, prefix: int = 0) -> list[Batch]:
+    """Longest first, into batches of at most `batch_size` requests and `budget` tokens (a longer
+    piece goes alone); with a prefix, the first batch also computes it."""
+    pieces.sort(key=lambda p: (-p.length, p.items[0][0]))
+    batches: list[Batch] = []
+    batch = Batch([], prefix, record=prefix > 0)
+    for p in pieces:
+        if batch.pieces and (
+            batch.n_requests + len(p.items) > batch_size or batch.length + p.length > budget
+        ):
+            batches.append(batch)
+            batch = Batch([], prefix)
+        batch.pieces.append(p)
+    if batch.pieces:
+        batches.append(batch)
+    return batches
+
+
 def plan(
     requests: Sequence[tuple[Sequence[int], Sequence[int]]],
     batch_size: int,
     max_len: int,
     share: bool = True,
     max_tokens: int = MAX_TOKENS,
-) -> list[list[_Piece]]:
-    """Group requests by context, split groups to fit, and pack pieces into batches.
+) -> list[Batch]:
+    """Group requests by context, cluster contexts by shared beginnings, split groups to fit, and
+    pack pieces into batches.
 
-    A batch holds at most `batch_size` requests and `max(max_len, ...)` tokens; order is longest first
-    so memory peaks come early (the same order at every batch size)."""
-    token_budget = max_tokens  # a longer piece goes alone
+    A batch holds at most `batch_size` requests and `max_tokens` tokens (a longer piece goes alone).
+    Clusters are scored batch after batch, their first batch computing the shared prefix; order is
+    longest first so memory peaks come early. Nothing here depends on the batch size but the cut
+    into batches, so a request's value does not either."""
     split_at = max(SPLIT_TOKENS, max_tokens)
     groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
     for i, (ctx, cont) in enumerate(requests):
@@ -78,85 +184,111 @@ def plan(
         c, k = _truncate(list(ctx), list(cont), max_len)
         key = tuple(c) if share else (*c, -1 - i)  # a unique key disables sharing
         groups.setdefault(key, []).append((i, k))
-    pieces: list[_Piece] = []
+    shared = clusters(list(groups)) if share else {}
+    by_cluster: dict[tuple[int, ...], list[_Piece]] = {}
     for key, items in groups.items():
         context = [t for t in key if t >= 0]
-        current = _Piece(context, [])
+        n_shared = shared.get(key, 0)
+        cluster = tuple(context[:n_shared])
+        current = _Piece(context, [], n_shared)
         for item in items:
             longer = current.length + len(item[1]) > split_at
             if current.items and (len(current.items) >= batch_size or longer):
-                pieces.append(current)
-                current = _Piece(context, [])
+                by_cluster.setdefault(cluster, []).append(current)
+                current = _Piece(context, [], n_shared)
             current.items.append(item)
-        pieces.append(current)
-    pieces.sort(key=lambda p: (-p.length, p.items[0][0]))
-    batches: list[list[_Piece]] = []
-    batch: list[_Piece] = []
-    n_req = n_tok = 0
-    for p in pieces:
-        if batch and (n_req + len(p.items) > batch_size or n_tok + p.length > token_budget):
-            batches.append(batch)
-            batch, n_req, n_tok = [], 0, 0
-        batch.append(p)
-        n_req += len(p.items)
-        n_tok += p.length
-    if batch:
-        batches.append(batch)
-    return batches
+        by_cluster.setdefault(cluster, []).append(current)
+    units = [[b] for b in _pack(by_cluster.pop((), []), batch_size, max_tokens)]
+    units += [_pack(pieces, batch_size, max_tokens, len(c)) for c, pieces in by_cluster.items()]
+    units.sort(key=lambda u: (-max(b.length for b in u), u[0].pieces[0].items[0][0]))
+    return [b for u in units for b in u]
 
 
 def _layout(
-    batch: list[_Piece],
-) -> tuple[list[int], list[int], list[int], list[tuple[int, list[int], list[int]]]]:
-    """Flatten pieces into one row: tokens, positions, each token's tree node followed by each token's
-    parent node (-1 for a context), and per request the rows that predict its tokens."""
+    batch: Batch,
+) -> tuple[list[int], list[int], list[int], list[int], list[tuple[int, list[int], list[int]]]]:
+    """Flatten a batch into one row: tokens, positions, each token's tree node, each node's parent
+    (-1: none in the row), and per request the rows that predict its tokens."""
     tokens: list[int] = []
     positions: list[int] = []
-    owner: list[int] = []  # which tree node a token belongs to: unique id per context and per branch
-    parent: list[int] = []  # node a branch also sees (its context node), or -1 for a context
+    owner: list[int] = []  # which tree node a token belongs to: the prefix, a context, a branch
+    parent: list[int] = []  # per node: the node it also sees, with that node's own parent
     targets: list[tuple[int, list[int], list[int]]] = []
-    node = 0
-    for piece in batch:
-        ctx_node = node
-        node += 1
-        tokens += piece.context
-        positions += range(len(piece.context))
-        owner += [ctx_node] * len(piece.context)
-        parent += [-1] * len(piece.context)
+    top = -1
+    if batch.record:
+        top = 0
+        parent.append(-1)
+        tokens += batch.pieces[0].context[: batch.prefix]
+        positions += range(batch.prefix)
+        owner += [0] * batch.prefix
+    for piece in batch.pieces:
+        ctx_node = len(parent)
+        parent.append(top)
+        own = piece.context[piece.shared :]
+        tokens += own
+        positions += range(piece.shared, len(piece.context))
+        owner += [ctx_node] * len(own)
         last_ctx = len(tokens) - 1
         for idx, cont in piece.items:
-            branch = node
-            node += 1
+            branch = len(parent)
+            parent.append(ctx_node)
             first = len(tokens)
             fed = cont[:-1]  # the last token predicts nothing we need
             tokens += fed
             positions += range(len(piece.context), len(piece.context) + len(fed))
             owner += [branch] * len(fed)
-            parent += [ctx_node] * len(fed)
             rows = [last_ctx] + list(range(first, first + len(fed)))
             targets.append((idx, rows, cont))
-    return tokens, positions, owner + parent, targets
+    return tokens, positions, owner, parent, targets
 
 
-def tree_mask(owner: Tensor, parent: Tensor, positions: Tensor) -> Tensor:
-    """(T, T) bool: query i sees key j when j is in i's node, or j is in i's parent node, causally."""
-    same = owner.unsqueeze(1) == owner.unsqueeze(0)
-    ctx = (parent.unsqueeze(1) >= 0) & (owner.unsqueeze(0) == parent.unsqueeze(1))
-    idx = torch.arange(owner.numel(), device=owner.device)
-    causal_same = same & (idx.unsqueeze(0) <= idx.unsqueeze(1))
-    return causal_same | ctx & (positions.unsqueeze(0) < positions.unsqueeze(1))
+def tree_mask(owner: Tensor, parent: Sequence[int], positions: Tensor) -> Tensor:
+    """(T, T) bool: query i sees key j when j's node is i's node or one of its ancestors, causally.
+
+    `owner`: each token's node; `parent`: each node's parent (-1 for none). Positions grow along
+    every root-to-leaf path, so "causally" is a comparison of positions."""
+    n = len(parent)
+    rows, cols = [], []
+    for node in range(n):
+        up = node
+        while up >= 0:  # trees here are at most 3 levels deep: prefix, context, continuation
+            rows.append(node)
+            cols.append(up)
+            up = parent[up]
+    sees = torch.zeros(n, n, dtype=torch.bool, device=owner.device)
+    sees[torch.tensor(rows, device=owner.device), torch.tensor(cols, device=owner.device)] = True
+    return sees[owner][:, owner] & (positions.unsqueeze(0) <= positions.unsqueeze(1))
+
+
+class _PrefixKV:
+    """The keys and values of a cluster's shared prefix: recorded from the row that computes them
+    (at its start), then prepended to each later row's own (the model's `KVCache` protocol)."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.recording = True
+        self.kv: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        if self.recording:
+            self.kv[layer] = (k[:, :, : self.length].clone(), v[:, :, : self.length].clone())
+            return k, v
+        pk, pv = self.kv[layer]
+        return torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
 
 
 @torch.inference_mode()
-def score_batch(model: Any, batch: list[_Piece]) -> dict[int, Scored]:
-    tokens, positions, owner_parent, targets = _layout(batch)
-    n = len(tokens)
+def score_batch(model: Any, batch: Batch, cache: _PrefixKV | None = None) -> dict[int, Scored]:
+    """Score one batch; a batch of a cluster that does not record reads its prefix from `cache`."""
+    tokens, positions, owner, parent, targets = _layout(batch)
     device = next(model.parameters()).device
     tok = torch.tensor([tokens], device=device)
     pos = torch.tensor(positions, device=device)
-    op = torch.tensor(owner_parent, device=device)
-    mask = tree_mask(op[:n], op[n:], pos)
-    hidden = model.hidden_states(tok, pos.unsqueeze(0), mask.unsqueeze(0).unsqueeze(0))[0]
+    mask = tree_mask(torch.tensor(owner, device=device), parent, pos)
+    if cache is not None and not cache.recording:
+        # every token of the row descends from the cached prefix: all of it is visible
+        mask = torch.cat([mask.new_ones(len(tokens), cache.length), mask], dim=1)
+    hidden = model.hidden_states(tok, pos.unsqueeze(0), mask.unsqueeze(0).unsqueeze(0), cache)[0]
     rows = torch.tensor([r for _, rs, _ in targets for r in rs], device=device)
     logits = model.lm_head(hidden[rows]).float()
     logprobs = torch.log_softmax(logits, dim=-1)
@@ -189,8 +321,13 @@ def score(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     limit = int(max_len or model.cfg.max_seq_len)
     results: dict[int, Scored] = {}
+    cache: _PrefixKV | None = None  # the current cluster's prefix; batches of a cluster come in a row
     for batch in plan(requests, batch_size, limit, share, max_tokens):
-        got = score_batch(model, batch)
+        if batch.record:
+            cache = _PrefixKV(batch.prefix)
+        got = score_batch(model, batch, cache if batch.prefix else None)
+        if cache is not None:
+            cache.recording = False
         results.update(got)
         if progress is not None:
             progress(len(got))
