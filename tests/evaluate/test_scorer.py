@@ -89,6 +89,15 @@ def test_shared_beginnings_are_computed_once_and_change_nothing():
     assert sum(b.length for b in scorer.plan(reqs, 1, 256)) == fed_1
 
 
+def test_a_long_context_is_fed_once_for_all_its_continuations():
+    ctx = list(range(5, 5 + scorer.SPLIT_TOKENS + 100))
+    reqs = [(ctx, [7, 8]), (ctx, [9]), (ctx, [10, 11, 12]), (ctx, [13])]
+    (batch,) = scorer.plan(reqs, 64, 2048)
+    assert len(batch.pieces) == 1 and batch.length == len(ctx) + 1 + 0 + 2 + 0
+    many = [(ctx[:10], [20 + i] * 200) for i in range(6)]  # long continuations still split the group
+    assert len([p for b in scorer.plan(many, 64, 2048) for p in b.pieces]) > 1
+
+
 def test_clusters_pick_the_saving_level_and_leave_each_context_a_token():
     a, b = (1, 2, 3, 4, 5, 6), (1, 2, 3, 4, 5, 7)
     c, d = (1, 2, 9, 9, 9, 9), (1, 2, 9, 9, 9, 8)

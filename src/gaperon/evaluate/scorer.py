@@ -25,7 +25,8 @@ from torch import Tensor
 # with T squared, mostly spent on pairs the mask drops: 256 tokens keep matrix products efficient and
 # attention cheap on CPU (a HellaSwag subset on SmolLM2-135M, 1 thread: 8.7 requests/CPU-s with
 # these defaults, 8.1 at 512, 7.5 at 1024). A context's group is split into several pieces (its
-# context then computed once per piece) only past SPLIT_TOKENS, so a long item still shares its context.
+# context then computed once per piece) only when its continuations pass SPLIT_TOKENS, so a long
+# item still shares its context.
 MAX_TOKENS = 256
 SPLIT_TOKENS = 512
 
@@ -192,7 +193,9 @@ def plan(
         cluster = tuple(context[:n_shared])
         current = _Piece(context, [], n_shared)
         for item in items:
-            longer = current.length + len(item[1]) > split_at
+            # split on the continuations' tokens only: a second piece would feed the context again,
+            # so a long context alone is never a reason to split (5-shot prompts are ~600 tokens)
+            longer = current.length - len(context) + n_shared + len(item[1]) > split_at
             if current.items and (len(current.items) >= batch_size or longer):
                 by_cluster.setdefault(cluster, []).append(current)
                 current = _Piece(context, [], n_shared)
