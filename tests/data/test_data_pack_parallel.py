@@ -101,6 +101,20 @@ def test_a_corrupt_stream_in_a_worker_is_a_data_error_naming_the_file(tmp_path):
     assert not json.loads((tmp_path / "out" / "progress.json").read_text()).get("splits")
 
 
+def test_a_failure_before_merging_stops_the_running_workers(tmp_path):
+    """Workers start before the up-front reads (an empty input is found there): the error names the
+    file, and no worker is left running behind it."""
+    import multiprocessing
+
+    good = write_jsonl(tmp_path / "a.jsonl.zst", make_docs(3000), "zst")
+    empty = tmp_path / "b.jsonl"
+    empty.write_bytes(b"")
+    opts = TokenizeOptions(tokenizer=ByteTokenizer(), workers=2, val_fraction=0.5, shard_tokens=2000)
+    with pytest.raises(DataError, match=r"b\.jsonl"):
+        tokenize([good, empty], tmp_path / "out", opts, progress=False)
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("gaperon-tokenize")]
+
+
 def test_forked_workers_reuse_the_loaded_tokenizer(tmp_path, monkeypatch, llama3):
     """Workers get the main process's tokenizer (its tiktoken Encoding built once, before the fork)
     instead of loading `--tokenizer` again each (seconds for a tokenizer folder, per worker)."""

@@ -263,69 +263,78 @@ def tokenize(
         source,
         options.max_chars,
     )
-    # Up front: every file yields something, and which document is forced into val (if any).
-    given = [Path(p) for p in inputs]  # read as given: a folder of .txt may hold an empty file
-    for _ in read_documents(given, read_opts, ReaderReport(), first_only=True):
-        pass
-    report = ReaderReport()
-    documents = read_documents(given, read_opts, report)
-    forced_val, head = _forced_val_document(documents, given, read_opts, options.val_fraction)
-    if options.workers > 1:  # workers read their own blocks: this process only merges and writes
-        getattr(documents, "close", lambda: None)()  # a generator: close its open file now
-        report = ReaderReport()
-    else:
-        documents = itertools.chain(head, documents)  # the documents read to find out are not read twice
-
-    done = (state or {}).get("shards", {s: [] for s in fmt.SPLITS})
-    for split in fmt.SPLITS:
-        _clean_temp_files(out / split)
-        done[split] = _verified_prefix(out, done.get(split, []))
-    if state is not None:
-        log.info("%s", _resume_line(out, done))
-    record = {
-        "format": fmt.FORMAT,
-        "version": fmt.VERSION,
-        "source": source,
-        "tokenizer": tok_rec,
-        "job": job,
-        "shards": done,
-    }
-
-    def save_progress(split: str, shard: dict) -> None:
-        record["shards"][split] = writers[split].done
-        atomic.write_json(out / fmt.PROGRESS, record)
-        if on_shard is not None:
-            on_shard(split, shard)
-
-    writers = {s: fmt.SplitWriter(out, s, options.shard_tokens, done[s], save_progress) for s in fmt.SPLITS}
-    atomic.write_json(out / fmt.PROGRESS, record)
+    # N workers start first: their start-up and first blocks overlap the up-front reads below
+    pool = _BlockWorkers(files, read_opts, options, tok) if options.workers > 1 else None
     try:
-        if options.workers > 1:
-            _run_parallel(files, read_opts, options, writers, forced_val, report, progress, tok)
+        # Up front: every file yields something, and which document is forced into val (if any).
+        given = [Path(p) for p in inputs]  # read as given: a folder of .txt may hold an empty file
+        for _ in read_documents(given, read_opts, ReaderReport(), first_only=True):
+            pass
+        report = ReaderReport()
+        documents = read_documents(given, read_opts, report)
+        forced_val, head = _forced_val_document(documents, given, read_opts, options.val_fraction)
+        if options.workers > 1:  # workers read their own blocks: this process only merges and writes
+            getattr(documents, "close", lambda: None)()  # a generator: close its open file now
+            report = ReaderReport()
         else:
-            _run(documents, options, tok, writers, forced_val, progress)
-        for w in writers.values():
-            w.close_shard()
-    except BaseException:
-        for w in writers.values():
-            w.abort()
-        raise
-    summary = report.to_dict()
-    log.info("%s: %s", out, skip_line(summary))
-    _check_skip_ratio(summary, options.max_skip_ratio, out, {s: writers[s].done for s in fmt.SPLITS})
-    manifest = {
-        "format": fmt.FORMAT,
-        "version": fmt.VERSION,
-        "source": source,
-        "tokenizer": tok_rec,
-        "dtype": fmt.TOKEN_DTYPE.str,
-        "reader": summary,
-        "splits": {s: fmt.split_summary(writers[s].done) for s in fmt.SPLITS},
-        "job": job,
-    }
-    atomic.write_json(out / fmt.MANIFEST, manifest)
-    (out / fmt.PROGRESS).unlink(missing_ok=True)
-    return manifest
+            documents = itertools.chain(head, documents)  # the documents read to find out are not read twice
+
+        done = (state or {}).get("shards", {s: [] for s in fmt.SPLITS})
+        for split in fmt.SPLITS:
+            _clean_temp_files(out / split)
+            done[split] = _verified_prefix(out, done.get(split, []))
+        if state is not None:
+            log.info("%s", _resume_line(out, done))
+        record = {
+            "format": fmt.FORMAT,
+            "version": fmt.VERSION,
+            "source": source,
+            "tokenizer": tok_rec,
+            "job": job,
+            "shards": done,
+        }
+
+        def save_progress(split: str, shard: dict) -> None:
+            record["shards"][split] = writers[split].done
+            atomic.write_json(out / fmt.PROGRESS, record)
+            if on_shard is not None:
+                on_shard(split, shard)
+
+        writers = {
+            s: fmt.SplitWriter(out, s, options.shard_tokens, done[s], save_progress) for s in fmt.SPLITS
+        }
+        atomic.write_json(out / fmt.PROGRESS, record)
+        try:
+            if options.workers > 1:
+                assert pool is not None
+                _run_parallel(pool, options, writers, forced_val, report, progress)
+            else:
+                _run(documents, options, tok, writers, forced_val, progress)
+            for w in writers.values():
+                w.close_shard()
+        except BaseException:
+            for w in writers.values():
+                w.abort()
+            raise
+        summary = report.to_dict()
+        log.info("%s: %s", out, skip_line(summary))
+        _check_skip_ratio(summary, options.max_skip_ratio, out, {s: writers[s].done for s in fmt.SPLITS})
+        manifest = {
+            "format": fmt.FORMAT,
+            "version": fmt.VERSION,
+            "source": source,
+            "tokenizer": tok_rec,
+            "dtype": fmt.TOKEN_DTYPE.str,
+            "reader": summary,
+            "splits": {s: fmt.split_summary(writers[s].done) for s in fmt.SPLITS},
+            "job": job,
+        }
+        atomic.write_json(out / fmt.MANIFEST, manifest)
+        (out / fmt.PROGRESS).unlink(missing_ok=True)
+        return manifest
+    finally:
+        if pool is not None:
+            pool.close()
 
 
 def _check_skip_ratio(reader: dict, limit: float | None, out: Path, shards: dict) -> None:
@@ -551,14 +560,12 @@ def _write_batch(batch: list, flat: np.ndarray, ends: list[int], writers: dict) 
 
 
 def _run_parallel(
-    files: list[Path],
-    read_opts: ReadOptions,
+    pool: _BlockWorkers,
     options: TokenizeOptions,
     writers: dict,
     forced_val: int | None,
     report: ReaderReport,
     progress: bool,
-    tok: Any = None,
 ) -> None:
     """Same shards as `_run`, byte for byte: blocks come back merged by number, which is input order.
 
@@ -583,7 +590,7 @@ def _run_parallel(
     # disk it made no measurable difference: benchmarks/RESULTS.md).
     behind = _WriteBehind(write, depth=8)
     try:
-        for docs, flat, lengths in _merged_blocks(files, read_opts, options, report, tok):
+        for docs, flat, lengths in pool.blocks(report):
             batch, keep = [], []
             for h, lang, repeat in docs:
                 split = "val" if frac > 0 and (index == forced_val or h < frac) else "train"
@@ -609,36 +616,47 @@ def _run_parallel(
 _BLOCK_RECORDS = 128  # records per block: small enough to balance workers, big enough to amortise IPC
 
 
-def _merged_blocks(
-    files: list[Path], read_opts: ReadOptions, options: TokenizeOptions, report: ReaderReport, tok: Any = None
-) -> Iterator[tuple[list[tuple[float, str, int]], np.ndarray, np.ndarray]]:
-    """(per-document (hash, lang, repeat), flat ids, lengths) of every block, in input order."""
-    n = options.workers
-    ctx = multiprocessing.get_context()
-    spec = options.tokenizer
-    if tok is not None and ctx.get_start_method() == "fork":
-        # Forked workers inherit this process's tokenizer with its tiktoken Encoding already built,
-        # instead of each loading the tokenizer and building the Encoding again (~0.3 CPU-s each
-        # for llama3, more for a tokenizer folder).
-        getattr(tok, "uses_tiktoken", None)  # builds and caches the Encoding (Tokenizer.fast_encoder)
-        spec = tok
-    # 8 blocks of slack per worker: one descheduled for a moment does not stall the others at once
-    queues = [ctx.Queue(maxsize=8) for _ in range(n)]
-    stop = ctx.Event()
-    procs = [
-        ctx.Process(
-            target=_block_worker,
-            args=(k, n, files, read_opts, spec, queues[k], stop),
-            daemon=True,
-            name=f"gaperon-tokenize-{k}",
-        )
-        for k in range(n)
-    ]
-    for proc in procs:
-        proc.start()
-    try:
+class _BlockWorkers:
+    """N processes, each reading, parsing and encoding every N-th block of the inputs; started on
+    construction, so whatever this process does before merging runs beside their first blocks."""
+
+    def __init__(self, files: list[Path], read_opts: ReadOptions, options: TokenizeOptions, tok: Any) -> None:
+        n = self.n = options.workers
+        self.files = files
+        ctx = multiprocessing.get_context()
+        spec = options.tokenizer
+        if tok is not None and ctx.get_start_method() == "fork":
+            # Forked workers inherit this process's tokenizer with its tiktoken Encoding already
+            # built, instead of each loading the tokenizer and building the Encoding again (~0.3
+            # CPU-s each for llama3, more for a tokenizer folder).
+            getattr(tok, "uses_tiktoken", None)  # builds and caches the Encoding (Tokenizer.fast_encoder)
+            spec = tok
+        # 8 blocks of slack per worker: one descheduled for a moment does not stall the others at once
+        self.queues = [ctx.Queue(maxsize=8) for _ in range(n)]
+        self.stop = ctx.Event()
+        self.procs = [
+            ctx.Process(
+                target=_block_worker,
+                args=(k, n, files, read_opts, spec, self.queues[k], self.stop),
+                daemon=True,
+                name=f"gaperon-tokenize-{k}",
+            )
+            for k in range(n)
+        ]
+        try:
+            for proc in self.procs:
+                proc.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def blocks(
+        self, report: ReaderReport
+    ) -> Iterator[tuple[list[tuple[float, str, int]], np.ndarray, np.ndarray]]:
+        """(per-document (hash, lang, repeat), flat ids, lengths) of every block, in input order."""
+        n, queues, procs = self.n, self.queues, self.procs
         number = 0
-        for _ in files:
+        for _ in self.files:
             while True:
                 msg = _receive(queues[number % n], procs[number % n])
                 if msg[0] == "eof":  # the file ended at this block: every other worker says so next
@@ -652,9 +670,12 @@ def _merged_blocks(
                 number += 1
                 _merge_report(report, block_report, len(docs))
                 yield docs, flat, lengths
-    finally:
-        stop.set()
-        for proc in procs:
+
+    def close(self) -> None:
+        self.stop.set()
+        for proc in self.procs:
+            if proc.pid is None:  # never started
+                continue
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.terminate()
@@ -704,6 +725,9 @@ def _block_worker(
                 _put(out, ("block", item.number, meta, flat, lengths, item.report), stop)
     except BaseException as e:  # noqa: BLE001 - every failure is handed to the main process, which raises it
         _put(out, ("error", e if _picklable(e) else RuntimeError(repr(e))), stop)
+    finally:
+        if stop.is_set():  # told to stop (the main process failed early): exit without flushing to it
+            out.cancel_join_thread()
 
 
 def _put(q: Any, msg: tuple, stop: Any) -> None:
