@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 from eval_helpers import micro_model, random_requests
 
@@ -96,6 +97,13 @@ def test_a_long_context_is_fed_once_for_all_its_continuations():
     assert len(batch.pieces) == 1 and batch.length == len(ctx) + 1 + 0 + 2 + 0
     many = [(ctx[:10], [20 + i] * 200) for i in range(6)]  # long continuations still split the group
     assert len([p for b in scorer.plan(many, 64, 2048) for p in b.pieces]) > 1
+
+
+def test_a_cluster_batch_without_its_prefix_is_refused():
+    model = micro_model(4)
+    later = [b for b in scorer.plan(few_shot_requests(), 4, 256) if b.prefix and not b.record]
+    with pytest.raises(ValueError, match="prefix"):
+        scorer.score_batch(model, later[0])
 
 
 def test_clusters_pick_the_saving_level_and_leave_each_context_a_token():

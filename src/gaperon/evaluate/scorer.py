@@ -283,6 +283,12 @@ class _PrefixKV:
 @torch.inference_mode()
 def score_batch(model: Any, batch: Batch, cache: _PrefixKV | None = None) -> dict[int, Scored]:
     """Score one batch; a batch of a cluster that does not record reads its prefix from `cache`."""
+    if (
+        batch.prefix
+        and not batch.record
+        and (cache is None or cache.recording or cache.length != batch.prefix)
+    ):
+        raise ValueError("a batch of a cluster needs the prefix its first batch recorded (score() keeps it)")
     tokens, positions, owner, parent, targets = _layout(batch)
     device = next(model.parameters()).device
     tok = torch.tensor([tokens], device=device)
