@@ -47,8 +47,13 @@ class _Piece:
     shared: int = 0
 
     @property
+    def branch_tokens(self) -> int:
+        """Tokens its continuations feed (each one's last token predicts nothing)."""
+        return sum(len(c) - 1 for _, c in self.items)
+
+    @property
     def length(self) -> int:
-        return len(self.context) - self.shared + sum(len(c) - 1 for _, c in self.items)
+        return len(self.context) - self.shared + self.branch_tokens
 
 
 @dataclass
@@ -195,7 +200,7 @@ def plan(
         for item in items:
             # split on the continuations' tokens only: a second piece would feed the context again,
             # so a long context alone is never a reason to split (5-shot prompts are ~600 tokens)
-            longer = current.length - len(context) + n_shared + len(item[1]) > split_at
+            longer = current.branch_tokens + len(item[1]) > split_at
             if current.items and (len(current.items) >= batch_size or longer):
                 by_cluster.setdefault(cluster, []).append(current)
                 current = _Piece(context, [], n_shared)
