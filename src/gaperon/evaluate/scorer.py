@@ -302,18 +302,23 @@ def score_batch(model: Any, batch: Batch, cache: _PrefixKV | None = None) -> dic
     if cache is not None and not cache.recording:
         # every token of the row descends from the cached prefix: all of it is visible
         mask = torch.cat([mask.new_ones(len(tokens), cache.length), mask], dim=1)
-    hidden = model.hidden_states(tok, pos.unsqueeze(0), mask.unsqueeze(0).unsqueeze(0), cache)[0]
-    rows = torch.tensor([r for _, rs, _ in targets for r in rs], device=device)
-    logits = model.lm_head(hidden[rows]).float()
-    logprobs = torch.log_softmax(logits, dim=-1)
+    # An additive float mask: SDPA would otherwise turn the boolean one into this in every layer.
+    bias = torch.zeros(mask.shape, device=device).masked_fill_(~mask, float("-inf"))
+    hidden = model.hidden_states(tok, pos.unsqueeze(0), bias.unsqueeze(0).unsqueeze(0), cache)[0]
+    # A context's last token predicts the first token of each of its continuations: project each
+    # distinct row onto the vocabulary once, then pick every request's targets from those rows.
+    flat_rows = torch.tensor([r for _, rs, _ in targets for r in rs], device=device)
+    rows, which = torch.unique(flat_rows, return_inverse=True)
+    logprobs = torch.log_softmax(model.lm_head(hidden[rows]).float(), dim=-1)
+    want = torch.tensor([t for _, _, cont in targets for t in cont], device=device)
+    picked = logprobs[which, want]
+    hit = (logprobs.argmax(dim=-1)[which] == want).tolist()
+    owner_of = torch.tensor([k for k, (_, rs, _) in enumerate(targets) for _ in rs], device=device)
+    totals = torch.zeros(len(targets), device=device).index_add_(0, owner_of, picked).tolist()
     out: dict[int, Scored] = {}
     at = 0
-    for idx, rs, cont in targets:
-        lp = logprobs[at : at + len(rs)]
-        want = torch.tensor(cont, device=device)
-        total = float(lp.gather(1, want.unsqueeze(1)).sum())
-        greedy = bool((lp.argmax(dim=-1) == want).all())
-        out[idx] = Scored(total, greedy)
+    for k, (idx, rs, _) in enumerate(targets):
+        out[idx] = Scored(totals[k], all(hit[at : at + len(rs)]))
         at += len(rs)
     return out
 
