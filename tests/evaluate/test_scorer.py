@@ -99,6 +99,23 @@ def test_a_long_context_is_fed_once_for_all_its_continuations():
     assert len([p for b in scorer.plan(many, 64, 2048) for p in b.pieces]) > 1
 
 
+def test_each_predicting_row_goes_through_the_head_once():
+    """A context's last token predicts every continuation's first token: one vocabulary row for it."""
+    model = micro_model(3)
+    ctx = [5, 6, 7, 8]
+    reqs = [(ctx, [9, 10, 11]), (ctx, [12]), (ctx, [13, 14]), (ctx, [15])]
+    rows = []
+    hook = model.lm_head.register_forward_hook(lambda _m, args, _o: rows.append(args[0].shape[0]))
+    try:
+        got = scorer.score(model, reqs, batch_size=64)
+    finally:
+        hook.remove()
+    assert rows == [1 + 2 + 0 + 1 + 0]  # the context's last token, then each continuation's own rows
+    for (c, k), s in zip(reqs, got):
+        lp, greedy = direct(model, c, k)
+        assert abs(s.logprob - lp) < 1e-4 and s.is_greedy == greedy
+
+
 def test_a_cluster_batch_without_its_prefix_is_refused():
     model = micro_model(4)
     later = [b for b in scorer.plan(few_shot_requests(), 4, 256) if b.prefix and not b.record]
