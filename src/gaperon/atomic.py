@@ -109,8 +109,9 @@ def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path: str | Path, obj: object) -> None:
-    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+def write_json(path: str | Path, obj: object, indent: int | None = 2) -> None:
+    """`indent=None` for a file rewritten often: without indentation json encodes in C (~5x faster)."""
+    write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
 
 
 def _fsync_dir(path: Path) -> None:

@@ -296,14 +296,17 @@ def tokenize(
 
         def save_progress(split: str, shard: dict) -> None:
             record["shards"][split] = writers[split].done
-            atomic.write_json(out / fmt.PROGRESS, record)
+            # rewritten after every shard with every shard's record, so its cost grows with the square
+            # of the shard count: unindented, the C encoder writes it ~5x faster (1,000 shards: 1.3
+            # CPU-s over the run instead of 6.7)
+            atomic.write_json(out / fmt.PROGRESS, record, indent=None)
             if on_shard is not None:
                 on_shard(split, shard)
 
         writers = {
             s: fmt.SplitWriter(out, s, options.shard_tokens, done[s], save_progress) for s in fmt.SPLITS
         }
-        atomic.write_json(out / fmt.PROGRESS, record)
+        atomic.write_json(out / fmt.PROGRESS, record, indent=None)
         try:
             if options.workers > 1:
                 assert pool is not None
