@@ -116,6 +116,15 @@ def test_each_predicting_row_goes_through_the_head_once():
         assert abs(s.logprob - lp) < 1e-4 and s.is_greedy == greedy
 
 
+def test_a_bf16_model_scores_as_its_fp32_self():
+    """A bf16 model (the dtype GPU evaluation runs in) through the same packed rows and additive mask."""
+    reqs = random_requests(n_groups=4, seed=5) + few_shot_requests()
+    fp32 = scorer.score(micro_model(6), reqs, batch_size=8)
+    bf16 = scorer.score(micro_model(6).to(torch.bfloat16), reqs, batch_size=8)
+    for a, b in zip(fp32, bf16):
+        assert abs(a.logprob - b.logprob) < 0.05 * max(1.0, abs(a.logprob))
+
+
 def test_a_cluster_batch_without_its_prefix_is_refused():
     model = micro_model(4)
     later = [b for b in scorer.plan(few_shot_requests(), 4, 256) if b.prefix and not b.record]

@@ -295,15 +295,17 @@ def score_batch(model: Any, batch: Batch, cache: _PrefixKV | None = None) -> dic
     ):
         raise ValueError("a batch of a cluster needs the prefix its first batch recorded (score() keeps it)")
     tokens, positions, owner, parent, targets = _layout(batch)
-    device = next(model.parameters()).device
+    weight = next(model.parameters())
+    device = weight.device
     tok = torch.tensor([tokens], device=device)
     pos = torch.tensor(positions, device=device)
     mask = tree_mask(torch.tensor(owner, device=device), parent, pos)
     if cache is not None and not cache.recording:
         # every token of the row descends from the cached prefix: all of it is visible
         mask = torch.cat([mask.new_ones(len(tokens), cache.length), mask], dim=1)
-    # An additive float mask: SDPA would otherwise turn the boolean one into this in every layer.
-    bias = torch.zeros(mask.shape, device=device).masked_fill_(~mask, float("-inf"))
+    # An additive mask, in the queries' dtype: SDPA would otherwise turn the boolean one into this in
+    # every layer.
+    bias = torch.zeros(mask.shape, dtype=weight.dtype, device=device).masked_fill_(~mask, float("-inf"))
     hidden = model.hidden_states(tok, pos.unsqueeze(0), bias.unsqueeze(0).unsqueeze(0), cache)[0]
     # A context's last token predicts the first token of each of its continuations: project each
     # distinct row onto the vocabulary once, then pick every request's targets from those rows.
