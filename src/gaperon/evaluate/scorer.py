@@ -313,16 +313,16 @@ def score_batch(model: Any, batch: Batch, cache: _PrefixKV | None = None) -> dic
     rows, which = torch.unique(flat_rows, return_inverse=True)
     logprobs = torch.log_softmax(model.lm_head(hidden[rows]).float(), dim=-1)
     want = torch.tensor([t for _, _, cont in targets for t in cont], device=device)
-    picked = logprobs[which, want]
-    hit = (logprobs.argmax(dim=-1)[which] == want).tolist()
-    owner_of = torch.tensor([k for k, (_, rs, _) in enumerate(targets) for _ in rs], device=device)
-    totals = torch.zeros(len(targets), device=device).index_add_(0, owner_of, picked).tolist()
-    out: dict[int, Scored] = {}
-    at = 0
-    for k, (idx, rs, _) in enumerate(targets):
-        out[idx] = Scored(totals[k], all(hit[at : at + len(rs)]))
-        at += len(rs)
-    return out
+    # each request's targets are consecutive: one segment sum gives its total and its misses
+    lengths = torch.tensor([len(rs) for _, rs, _ in targets], device=device)
+    owner_of = torch.repeat_interleave(torch.arange(len(targets), device=device), lengths)
+    totals = torch.zeros(len(targets), device=device).index_add_(0, owner_of, logprobs[which, want])
+    wrong = (logprobs.argmax(dim=-1)[which] != want).long()
+    misses = torch.zeros(len(targets), dtype=torch.long, device=device).index_add_(0, owner_of, wrong)
+    return {
+        idx: Scored(total, missed == 0)
+        for (idx, _, _), total, missed in zip(targets, totals.tolist(), misses.tolist())
+    }
 
 
 def score(
