@@ -4,7 +4,7 @@ Same weights (the GGUF is loaded by us directly, and imported once to an HF fold
 see the same dequantized fp32 weights), same items, same batch size, one run. The requests are
 lm-eval's own (the task's `build_all_requests`), scored by each model's `loglikelihood`, and turned
 into acc / acc_norm by the task's own `process_results`: accuracies are printed side by side.
-Model loading is not timed. torch is pinned to --threads (default 1) for a fair comparison.
+Model loading is not timed; rates are per CPU second on the CPU, per second on a GPU. torch is pinned to --threads (default 1) for a fair comparison.
 With --concurrent the two models score in parallel processes, one per core (each pinned to --threads),
 and --shards K splits each side's documents into K jobs: the ratio is then of CPU seconds summed over
 each side's processes. A full HellaSwag (82 CPU-minutes ours, an estimated 150+ for hf at 1 thread)
@@ -194,8 +194,10 @@ def main() -> None:
             f"model {model.name}, batch {args.batch_size}, {args.threads} thread(s), "
             f"limit {args.limit}, every {args.every} from {args.offset}, shots {args.shots}, scored {mode}"
         )
+        on_cpu = torch.device(args.device).type == "cpu"
+        unit = "CPU-s" if on_cpu else "s"
         print(
-            "| task | items | requests | gaperon req/CPU-s | hf req/CPU-s | ratio (wall ratio) "
+            f"| task | items | requests | gaperon req/{unit} | hf req/{unit} | ratio (wall ratio) "
             "| gaperon acc / acc_norm | hf acc / acc_norm |"
         )
         print("|---|---|---|---|---|---|---|---|")
@@ -205,7 +207,11 @@ def main() -> None:
             v_hf, w_hf, t_hf = scored["hf"][name]
             a_ours, a_hf = accuracy(task, inst, v_ours), accuracy(task, inst, v_hf)
             max_diff = max(abs(a[0] - b[0]) for a, b in zip(v_ours, v_hf))
-            r_ours, r_hf = len(inst) / t_ours, len(inst) / t_hf
+            # CPU seconds on the CPU (fair on a shared machine); on a GPU the host's CPU time says
+            # nothing (it waits on the device), so the rates there are of wall time
+            r_ours, r_hf = (
+                (len(inst) / t_ours, len(inst) / t_hf) if on_cpu else (len(inst) / w_ours, len(inst) / w_hf)
+            )
             report[name] = {
                 "items": a_ours["docs"],
                 "requests": len(inst),
