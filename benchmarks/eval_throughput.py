@@ -4,7 +4,8 @@ Same weights (the GGUF is loaded by us directly, and imported once to an HF fold
 see the same dequantized fp32 weights), same items, same batch size, one run. The requests are
 lm-eval's own (the task's `build_all_requests`), scored by each model's `loglikelihood`, and turned
 into acc / acc_norm by the task's own `process_results`: accuracies are printed side by side.
-Model loading is not timed; rates are per CPU second on the CPU, per second on a GPU. torch is pinned to --threads (default 1) for a fair comparison.
+Model loading is not timed; rates are per CPU second on the CPU, per second on a GPU. torch is
+pinned to --threads (default 1) for a fair comparison.
 With --concurrent the two models score in parallel processes, one per core (each pinned to --threads),
 and --shards K splits each side's documents into K jobs: the ratio is then of CPU seconds summed over
 each side's processes. A full HellaSwag (82 CPU-minutes ours, an estimated 150+ for hf at 1 thread)
