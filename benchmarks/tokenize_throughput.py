@@ -14,12 +14,15 @@ ceiling for N workers on this machine. Every measurement is repeated, interleave
 hits all of them, and medians are printed.
 Uses the bundled corpus (data/samples/) when present, else generated text.
 Usage: python benchmarks/tokenize_throughput.py [--mb 8] [--workers 1 2] [--repeat 5]
+                                               [--files K] [--parallel auto files blocks]
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import io
+import itertools
 import json
 import multiprocessing
 import os
@@ -142,14 +145,18 @@ def _peer_timed(kind: str, src: Path, n: int, start_method: str) -> tuple:
     return wall, 0.0, cpu, None
 
 
-def _tokenize_timed(src: Path, out: Path, workers: int, shard_tokens: int, start_method: str) -> tuple:
+def _tokenize_timed(
+    src: list[Path], out: Path, workers: int, shard_tokens: int, parallel: str, start_method: str
+) -> tuple:
     from gaperon.data.pack import TokenizeOptions, tokenize
 
     multiprocessing.set_start_method(start_method, force=True)
     tok = _llama3()  # loaded and warm before the clock starts, as for the peers
     tok.fast_encoder().encode_to_numpy("warm up", allowed_special=set(), disallowed_special=())
-    opts = TokenizeOptions(tokenizer="llama3", workers=workers, val_fraction=0.01, shard_tokens=shard_tokens)
-    return measure(lambda: tokenize([src], out, opts, progress=False))
+    opts = TokenizeOptions(
+        tokenizer="llama3", workers=workers, val_fraction=0.01, shard_tokens=shard_tokens, parallel=parallel
+    )
+    return measure(lambda: tokenize(src, out, opts, progress=False))
 
 
 def fresh(fn, *args) -> tuple:
@@ -169,21 +176,21 @@ def _autogroup() -> bool:
         return False
 
 
-def print_ratios(med: dict, ours: dict[int, str], ceilings: dict[int, str], peers: list[str]) -> None:
+def print_ratios(
+    med: dict, ours: dict[tuple[int, str], str], ceilings: dict[int, str], peers: list[str]
+) -> None:
     """The issue's ratios, and how far N bare tiktoken processes (the ceiling) go on this machine."""
     one_proc = med["raw tiktoken encode_to_numpy -> array (1 thread)"][0]
     for w, name in ceilings.items():
         t_c = med[name][0]
-        line = f"ceiling for {w} workers: {w} bare tiktoken processes = {one_proc / t_c:.2f}x one"
-        if w in ours:
-            line += f"; ours with {w} workers = {t_c / med[ours[w]][0]:.2f} of that ceiling"
-        if 1 in ours and w in ours:
-            line += (
-                f"; the two targets together need {0.95 * 0.85 * w:.2f}x one bare process, "
-                f"ours is {one_proc / med[ours[w]][0]:.2f}x"
-            )
-        print(line)
-    for w, name in ours.items():
+        print(f"ceiling for {w} workers: {w} bare tiktoken processes = {one_proc / t_c:.2f}x one")
+        for (n, _), row in ours.items():
+            if n == w:
+                print(
+                    f"  {row}: {t_c / med[row][0]:.2f} of that ceiling; the two targets together need "
+                    f"{0.95 * 0.85 * w:.2f}x one bare process, ours is {one_proc / med[row][0]:.2f}x"
+                )
+    for (w, _), name in ours.items():
         for peer in peers:
             if peer in ceilings.values():
                 continue
@@ -191,7 +198,7 @@ def print_ratios(med: dict, ours: dict[int, str], ceilings: dict[int, str], peer
             t_o, c_o = med[name]
             # Times are per the same text: raw time / our time = our throughput / raw throughput.
             print(
-                f"throughput ratio ours({w} worker{'s' if w > 1 else ''}) / {peer.split(' (')[0]}: "
+                f"throughput ratio {name.removesuffix(', end to end')} / {peer.split(' (')[0]}: "
                 f"wall {t_p / t_o:.3f}, CPU {c_p / c_o:.3f}"
                 + ("   (target: >= 0.95)" if w == 1 and "numpy" in peer else "")
             )
@@ -203,7 +210,22 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=5, help="runs of each measurement; medians reported")
     ap.add_argument("--shard-tokens", type=int, default=1 << 20)
+    ap.add_argument(
+        "--files",
+        type=int,
+        default=1,
+        help="split the corpus into this many .jsonl.zst files (in order; the peers read it whole)",
+    )
+    ap.add_argument(
+        "--parallel",
+        nargs="+",
+        choices=("auto", "files", "blocks"),
+        default=["auto"],
+        help="how N workers share the files (tokenize --parallel); several: each is measured",
+    )
     args = ap.parse_args()
+    if args.files < 1:
+        raise SystemExit("--files must be >= 1")
     # One thread per process everywhere, so "per worker" and the single-thread peer compare.
     # (numpy's OpenBLAS otherwise starts a thread per core at import: its CPU time showed up in timings.)
     os.environ.update(TOKENIZERS_PARALLELISM="false", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
@@ -224,28 +246,44 @@ def main() -> None:
     ceilings = {w: f"raw tiktoken encode_to_numpy, {w} processes" for w in args.workers if w > 1}
     peers.update({name: ("parallel", w) for w, name in ceilings.items()})
     runs: dict[str, list[tuple[float, float, float]]] = {k: [] for k in peers}
-    ours = {w: f"gaperon tokenize, {w} worker{'s' if w > 1 else ''}, end to end" for w in args.workers}
+    # (workers, parallel) -> row name; 1 worker reads in its own thread, whatever --parallel says
+    plans = [(w, p) for w in args.workers for p in (args.parallel if w > 1 else ["auto"])]
+    ours = {
+        (w, p): f"gaperon tokenize, {w} worker{'s' if w > 1 else ''}"
+        + (f" ({p})" if len(args.parallel) > 1 and w > 1 else "")
+        + ", end to end"
+        for w, p in plans
+    }
     runs.update({name: [] for name in ours.values()})
     load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "corpus.jsonl.zst"
-        src.write_bytes(
-            zstandard.ZstdCompressor().compress(
-                "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs).encode()
-            )
-        )
+        lines = [json.dumps(d, ensure_ascii=False) + "\n" for d in docs]
+        src.write_bytes(zstandard.ZstdCompressor().compress("".join(lines).encode()))
+        parts = [src]
+        if args.files > 1:  # consecutive slices of about equal text, so the input order is the same
+            sizes = list(itertools.accumulate(len(line) for line in lines))
+            bounds = [0] + [bisect.bisect(sizes, sizes[-1] * i / args.files) for i in range(1, args.files)]
+            bounds.append(len(lines))
+            parts = [Path(tmp) / f"part{i:04d}.jsonl.zst" for i in range(args.files)]
+            for i, part in enumerate(parts):
+                text = "".join(lines[bounds[i] : bounds[i + 1]])
+                part.write_bytes(zstandard.ZstdCompressor().compress(text.encode()))
+        del lines
         digests = {}
         for _ in range(args.repeat):
             for name, (kind, n) in peers.items():
                 t, c, kids, _ = fresh(_peer_timed, kind, src, n)
                 runs[name].append((t, c + kids, kids))
-            for w, name in ours.items():
-                out = Path(tmp) / f"out{w}"
+            for (w, plan), name in ours.items():
+                out = Path(tmp) / f"out{w}{plan}"
                 shutil.rmtree(out, ignore_errors=True)
-                t, c, kids, m = fresh(_tokenize_timed, src, out, w, args.shard_tokens)
+                t, c, kids, m = fresh(_tokenize_timed, parts, out, w, args.shard_tokens, plan)
                 packed = m["splits"]["train"]["tokens"] + m["splits"]["val"]["tokens"]
                 assert packed == n_tokens, (packed, n_tokens)
-                digests[w] = [s["sha256"] for split in ("train", "val") for s in m["splits"][split]["shards"]]
+                digests[name] = [
+                    s["sha256"] for split in ("train", "val") for s in m["splits"][split]["shards"]
+                ]
                 runs[name].append((t, c + kids, kids))
         assert len({tuple(d) for d in digests.values()}) == 1, "worker counts gave different shards"
     load.append(os.getloadavg()[0])
@@ -259,7 +297,8 @@ def main() -> None:
         return f"{n_tokens / seconds / 1e6:7.2f}"
 
     print(
-        f"corpus: {what}: {len(docs)} documents, {mb:.1f} MB, {n_tokens:,} tokens (EOS included); "
+        f"corpus: {what}: {len(docs)} documents, {mb:.1f} MB, {n_tokens:,} tokens (EOS included), "
+        f"in {args.files} file(s); "
         f"{os.cpu_count()} CPUs, load average {load[0]:.1f} -> {load[1]:.1f}; "
         f"start method {multiprocessing.get_start_method()}; median of {args.repeat} runs"
     )
@@ -272,15 +311,15 @@ def main() -> None:
     print(f"{'M tokens/s':56s} {'wall':>7s} {'per CPU-s':>10s}")
     for k, (t, c) in med.items():
         line = f"{k:56s} {rate(t)} {rate(c):>10s}"
-        for w, name in ours.items():
+        for (w, _), name in ours.items():
             if name == k and w > 1:
                 line += (
                     f"   per worker: wall {n_tokens / t / w / 1e6:5.2f}, workers: "
                     f"{rate(kids[k]).strip()} per CPU-s"
                     f" (main process {100 * (c - kids[k]) / c:.0f}% of the CPU)"
                 )
-                if 1 in ours:
-                    speedup = med[ours[1]][0] / t
+                if (1, "auto") in ours:
+                    speedup = med[ours[1, "auto"]][0] / t
                     line += f"   wall speed-up vs 1 worker {speedup:4.2f}x (target >= {0.85 * w:.2f}x)"
         print(line)
     print_ratios(med, ours, ceilings, list(peers))

@@ -15,7 +15,8 @@ def corpus(tmp_path):
     return fr, en
 
 
-def test_tokenize_then_stats_then_phase(tmp_path, corpus, capsys, llama3):
+def test_tokenize_then_stats_then_phase(tmp_path, corpus, capsys, caplog, llama3):
+    caplog.set_level("INFO", logger="gaperon.data.pack")
     fr, en = corpus
     assert main(["tokenize", str(fr), "--out", str(tmp_path / "fr"), "--quiet", "--val-fraction", "0.1"]) == 0
     out = capsys.readouterr().out
@@ -30,6 +31,8 @@ def test_tokenize_then_stats_then_phase(tmp_path, corpus, capsys, llama3):
                 "--quiet",
                 "--workers",
                 "2",
+                "--parallel",
+                "files",
                 "--source",
                 "english",
                 "--shard-tokens",
@@ -38,6 +41,7 @@ def test_tokenize_then_stats_then_phase(tmp_path, corpus, capsys, llama3):
         )
         == 0
     )
+    assert "2 workers: a whole file each" in caplog.text
     capsys.readouterr()
     assert main(["data", "stats", str(tmp_path / "fr"), str(tmp_path / "en")]) == 0
     out = capsys.readouterr().out

@@ -50,7 +50,8 @@ def _run(inputs, out, workers, **kw):
     return tokenize(inputs, out, opts, progress=False)
 
 
-def test_any_worker_count_gives_the_same_bytes_and_report(tmp_path):
+@pytest.mark.parametrize("parallel", ["blocks", "files"])
+def test_any_worker_count_gives_the_same_bytes_and_report(tmp_path, parallel):
     inputs = _inputs(tmp_path)
     ref = _run(inputs, tmp_path / "w1" / "tok", 1)
     assert ref["reader"]["skipped"] == {
@@ -61,7 +62,7 @@ def test_any_worker_count_gives_the_same_bytes_and_report(tmp_path):
     }
     assert ref["reader"]["first"]["malformed_json"].endswith("a.jsonl.zst:18")
     for workers in (2, 3):
-        m = _run(inputs, tmp_path / f"w{workers}" / "tok", workers)
+        m = _run(inputs, tmp_path / f"w{workers}" / "tok", workers, parallel=parallel)
         assert m["reader"] == ref["reader"] and m["splits"] == ref["splits"]
         assert _files(tmp_path / f"w{workers}" / "tok") == _files(tmp_path / "w1" / "tok")
     assert len(ref["splits"]["train"]["shards"]) > 3
@@ -71,7 +72,8 @@ class Boom(Exception):
     pass
 
 
-def test_parallel_run_resumes_into_identical_shards(tmp_path):
+@pytest.mark.parametrize("parallel", ["blocks", "files"])
+def test_parallel_run_resumes_into_identical_shards(tmp_path, parallel):
     inputs = _inputs(tmp_path)
     _run(inputs, tmp_path / "ref" / "out", 1)
     seen: list[str] = []
@@ -82,7 +84,12 @@ def test_parallel_run_resumes_into_identical_shards(tmp_path):
             raise Boom
 
     opts = dict(
-        tokenizer=ByteTokenizer(), workers=2, shard_tokens=20_000, val_fraction=0.1, repeat_field="dup"
+        tokenizer=ByteTokenizer(),
+        workers=2,
+        shard_tokens=20_000,
+        val_fraction=0.1,
+        repeat_field="dup",
+        parallel=parallel,
     )
     out = tmp_path / "out"
     with pytest.raises(Boom):
@@ -101,7 +108,8 @@ def test_a_corrupt_stream_in_a_worker_is_a_data_error_naming_the_file(tmp_path):
     assert not json.loads((tmp_path / "out" / "progress.json").read_text()).get("splits")
 
 
-def test_a_failure_before_merging_stops_the_running_workers(tmp_path):
+@pytest.mark.parametrize("parallel", ["blocks", "files"])
+def test_a_failure_before_merging_stops_the_running_workers(tmp_path, parallel):
     """Workers start before the up-front reads (an empty input is found there): the error names the
     file, and no worker is left running behind it."""
     import multiprocessing
@@ -109,13 +117,16 @@ def test_a_failure_before_merging_stops_the_running_workers(tmp_path):
     good = write_jsonl(tmp_path / "a.jsonl.zst", make_docs(3000), "zst")
     empty = tmp_path / "b.jsonl"
     empty.write_bytes(b"")
-    opts = TokenizeOptions(tokenizer=ByteTokenizer(), workers=2, val_fraction=0.5, shard_tokens=2000)
+    opts = TokenizeOptions(
+        tokenizer=ByteTokenizer(), workers=2, val_fraction=0.5, shard_tokens=2000, parallel=parallel
+    )
     with pytest.raises(DataError, match=r"b\.jsonl"):
         tokenize([good, empty], tmp_path / "out", opts, progress=False)
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("gaperon-tokenize")]
 
 
-def test_forked_workers_reuse_the_loaded_tokenizer(tmp_path, monkeypatch, llama3):
+@pytest.mark.parametrize("parallel", ["blocks", "files"])
+def test_forked_workers_reuse_the_loaded_tokenizer(tmp_path, monkeypatch, llama3, parallel):
     """Workers get the main process's tokenizer (its tiktoken Encoding built once, before the fork)
     instead of loading `--tokenizer` again each (seconds for a tokenizer folder, per worker)."""
     import multiprocessing
@@ -138,10 +149,54 @@ def test_forked_workers_reuse_the_loaded_tokenizer(tmp_path, monkeypatch, llama3
         w: tokenize(
             [src],
             tmp_path / f"w{w}" / "tok",
-            TokenizeOptions(tokenizer="llama3", workers=w, shard_tokens=4000),
+            TokenizeOptions(tokenizer="llama3", workers=w, shard_tokens=4000, parallel=parallel),
             progress=False,
         )
         for w in (1, 2)
     }
     assert runs[1]["splits"] == runs[2]["splits"]
     assert _files(tmp_path / "w1" / "tok") == _files(tmp_path / "w2" / "tok")
+
+
+def test_a_file_failing_midway_gives_what_block_mode_gives(tmp_path):
+    """A truncated file among others: the same error, naming it, and the same shards written before
+    it, whether workers share blocks or whole files (a later good file does not jump the queue)."""
+    first = write_jsonl(tmp_path / "a.jsonl.zst", make_docs(300, seed=4), "zst")
+    blob = write_jsonl(tmp_path / "b.jsonl.zst", make_docs(600, seed=5), "zst")
+    blob.write_bytes(blob.read_bytes()[: blob.stat().st_size * 2 // 3])
+    last = write_jsonl(tmp_path / "c.jsonl.zst", make_docs(300, seed=6), "zst")
+    states = {}
+    for parallel in ("blocks", "files"):
+        out = tmp_path / parallel
+        opts = TokenizeOptions(
+            tokenizer=ByteTokenizer(), workers=3, val_fraction=0.2, shard_tokens=3000, parallel=parallel
+        )
+        with pytest.raises(DataError, match=r"b\.jsonl\.zst"):
+            tokenize([first, blob, last], out, opts, progress=False)
+        shards = {k: v for k, v in _files(out).items() if k.endswith((".bin", ".idx"))}
+        states[parallel] = json.loads((out / "progress.json").read_text())["shards"], shards
+        assert not (out / ".tokenize-parts").exists()
+    assert states["files"] == states["blocks"]
+    assert len(states["files"][0]["train"]) > 2  # shards of a.jsonl.zst and of b's readable part
+
+
+def test_the_plan_reads_each_file_once_when_files_balance_the_workers(tmp_path):
+    """Block mode decompresses every jsonl file in every worker; whole files per worker avoid that
+    when the files are many and even, not when one file is most of the input or the last few would
+    leave most workers idle."""
+    from gaperon.data.pack import _parallel_plan
+
+    def files(name: str, sizes: list[int]) -> list[Path]:
+        (tmp_path / name).mkdir()
+        out = []
+        for i, size in enumerate(sizes):
+            out.append(tmp_path / name / f"{i}.jsonl.zst")
+            out[-1].write_bytes(b"x" * size)
+        return out
+
+    even = files("even", [1000] * 64)
+    assert _parallel_plan(even, 16) == "files"
+    assert _parallel_plan(even[:2], 2) == "files"
+    assert _parallel_plan(files("tail", [1000] * 17), 16) == "blocks"  # 16 files, then 1 on one worker
+    assert _parallel_plan(files("big", [50_000] + [1000] * 40), 8) == "blocks"
+    assert _parallel_plan(even[:1], 4) == "blocks"

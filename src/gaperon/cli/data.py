@@ -36,6 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--workers", type=int, default=1, help="encoding processes, one core each (1: in this process)"
     )
     p.add_argument(
+        "--parallel",
+        choices=("auto", "files", "blocks"),
+        default="auto",
+        help="how workers share the inputs: whole files (each read once; best for many similar files), "
+        "every N-th block of every file (balanced, but each worker decompresses every jsonl file), or "
+        "auto: whichever is estimated to finish first (default)",
+    )
+    p.add_argument(
         "--text-field", default="text", help="JSON/parquet field holding the text (a.b for nested)"
     )
     p.add_argument(
@@ -140,6 +148,7 @@ def _tokenize(args: argparse.Namespace) -> int:
     opts = TokenizeOptions(
         tokenizer=args.tokenizer,
         workers=args.workers,
+        parallel=args.parallel,
         text_field=args.text_field,
         repeat_field=args.repeat_field,
         repeat_fn=args.repeat_fn,

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import heapq
 import itertools
 import json
 import logging
 import multiprocessing
 import os
+import pickle
 import queue
 import re
+import shutil
 import sys
 import threading
 from collections.abc import Callable, Generator, Iterator
@@ -35,6 +38,7 @@ from gaperon import atomic
 from gaperon.data import shards as fmt
 from gaperon.data.readers import (
     DEFAULT_MAX_CHARS,
+    JSONL_SUFFIXES,
     DataError,
     ReaderReport,
     ReadOptions,
@@ -65,6 +69,9 @@ class TokenizeOptions:
     batch_chars: int = 1 << 20  # ... or fewer, so workers get work in ~250k-token pieces
     # Fail (after writing what was read: a rerun resumes) when skipped / all records exceeds this.
     max_skip_ratio: float | None = None
+    # How N workers share the inputs: "files" (a whole file to the next free worker), "blocks" (every
+    # N-th block of every file), or "auto" (whichever `_parallel_plan` expects to finish first).
+    parallel: str = "auto"
 
     def check(self) -> None:
         if not 0 <= self.val_fraction < 1:
@@ -77,6 +84,8 @@ class TokenizeOptions:
             raise DataError(f"--max-chars must be >= 1, got {self.max_chars}")
         if self.max_skip_ratio is not None and not 0 <= self.max_skip_ratio <= 1:
             raise DataError(f"--max-skip-ratio must be in [0, 1], got {self.max_skip_ratio}")
+        if self.parallel not in ("auto", "files", "blocks"):
+            raise DataError(f"parallel must be 'auto', 'files' or 'blocks', got {self.parallel!r}")
 
 
 def text_hash(text: str) -> float:
@@ -194,7 +203,7 @@ def _job(inputs: list[Path], options: TokenizeOptions) -> dict:
     opts = {
         f.name: getattr(options, f.name)
         for f in fields(options)
-        if f.name not in ("tokenizer", "workers", "batch_docs", "batch_chars", "max_skip_ratio")
+        if f.name not in ("tokenizer", "workers", "batch_docs", "batch_chars", "max_skip_ratio", "parallel")
     }
     return {"inputs": files, "options": opts}
 
@@ -264,7 +273,7 @@ def tokenize(
         options.max_chars,
     )
     # N workers start first: their start-up and first blocks overlap the up-front reads below
-    pool = _BlockWorkers(files, read_opts, options, tok) if options.workers > 1 else None
+    pool = _workers(files, read_opts, options, tok, out) if options.workers > 1 else None
     try:
         # Up front: every file yields something, and which document is forced into val (if any).
         given = [Path(p) for p in inputs]  # read as given: a folder of .txt may hold an empty file
@@ -563,7 +572,7 @@ def _write_batch(batch: list, flat: np.ndarray, ends: list[int], writers: dict) 
 
 
 def _run_parallel(
-    pool: _BlockWorkers,
+    pool: _BlockWorkers | _FileWorkers,
     options: TokenizeOptions,
     writers: dict,
     forced_val: int | None,
@@ -627,13 +636,7 @@ class _BlockWorkers:
         n = self.n = options.workers
         self.files = files
         ctx = multiprocessing.get_context()
-        spec = options.tokenizer
-        if tok is not None and ctx.get_start_method() == "fork":
-            # Forked workers inherit this process's tokenizer with its tiktoken Encoding already
-            # built, instead of each loading the tokenizer and building the Encoding again (~0.3
-            # CPU-s each for llama3, more for a tokenizer folder).
-            getattr(tok, "uses_tiktoken", None)  # builds and caches the Encoding (Tokenizer.fast_encoder)
-            spec = tok
+        spec = _worker_tokenizer(ctx, tok, options)
         # 8 blocks of slack per worker: one descheduled for a moment does not stall the others at once
         self.queues = [ctx.Queue(maxsize=8) for _ in range(n)]
         self.stop = ctx.Event()
@@ -682,6 +685,201 @@ class _BlockWorkers:
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.terminate()
+
+
+def _worker_tokenizer(ctx: Any, tok: Any, options: TokenizeOptions) -> Any:
+    """What workers build their encoder from. Forked workers inherit this process's tokenizer with
+    its tiktoken Encoding already built, instead of each loading the tokenizer and building the
+    Encoding again (~0.3 CPU-s each for llama3, more for a tokenizer folder)."""
+    if tok is not None and ctx.get_start_method() == "fork":
+        getattr(tok, "uses_tiktoken", None)  # builds and caches the Encoding (Tokenizer.fast_encoder)
+        return tok
+    return options.tokenizer
+
+
+# Block mode's costs, as fractions of encoding the same text (Llama-3.1 tokenizer, 66 MB of the
+# sample corpus; benchmarks/RESULTS.md): what every worker spends on a jsonl file's blocks that it
+# does not own (decompressing and splitting lines), by compression; and what a worker spends more per
+# token of its own blocks than a worker reading whole files (the blocks' trips through a queue: 2
+# workers on 8 even files used 11% more worker CPU per token than whole files, 2.5 points of it the
+# skipping). And a file's text bytes per byte on disk.
+_SKIP_COST = {".zst": 0.025, ".gz": 0.088, "": 0.013}
+_BLOCK_OVERHEAD = 0.09
+_EXPANSION = {".zst": 4.0, ".gz": 3.7, "": 1.0}
+
+
+def _parallel_plan(files: list[Path], workers: int) -> str:
+    """How `workers` workers share `files`: "files" or "blocks", whichever is estimated to finish first.
+
+    Files: a whole file to the next free worker, in input order; its time is that schedule's
+    makespan, so a big file or a short tail of files is paid on one worker. Blocks: every worker
+    takes every N-th block of every file, perfectly balanced, but decompresses and splits the whole
+    of every jsonl file to find its blocks: N-1 extra passes (parquet row groups and .txt files are
+    read only by their owner)."""
+    work, waste = [], 0.0
+    for path in files:
+        name = path.name.lower()
+        suffix = next((x for x in (".zst", ".gz") if name.endswith(x)), "")
+        size = path.stat().st_size * _EXPANSION[suffix]
+        work.append(size)
+        if name.endswith(JSONL_SUFFIXES):
+            waste += _SKIP_COST[suffix] * size
+    finish = [0.0] * workers  # the in-order schedule: each file goes to the first worker to be free
+    for w in work:
+        heapq.heapreplace(finish, finish[0] + w)
+    blocks = sum(work) / workers * (1 + _BLOCK_OVERHEAD) + waste * (workers - 1) / workers
+    return "files" if max(finish) < blocks else "blocks"
+
+
+def _workers(
+    files: list[Path], read_opts: ReadOptions, options: TokenizeOptions, tok: Any, out: Path
+) -> _BlockWorkers | _FileWorkers:
+    plan = options.parallel if options.parallel != "auto" else _parallel_plan(files, options.workers)
+    log.info(
+        "%d workers: %s", options.workers, "a whole file each" if plan == "files" else "blocks of every file"
+    )
+    if plan == "files":
+        return _FileWorkers(files, read_opts, options, tok, out / _PARTS)
+    return _BlockWorkers(files, read_opts, options, tok)
+
+
+_PARTS = ".tokenize-parts"  # file mode's encoded files, waiting to be merged (inside the output folder)
+
+
+class _FileWorkers:
+    """N processes, each reading, parsing and encoding whole files (the next file to the first worker
+    free) into a part file on disk, which this process merges in input order. Each file is read once
+    in all, where block mode reads every jsonl file in every worker.
+
+    At most 2N files are handed out beyond the one being merged, which bounds the parts on disk (a
+    part holds a file's ids: about its text's size). Files are handed out only once merging starts,
+    that is after progress.json exists, so a killed run leaves its parts in a token folder that the
+    rerun recognises (and clears)."""
+
+    def __init__(
+        self, files: list[Path], read_opts: ReadOptions, options: TokenizeOptions, tok: Any, parts: Path
+    ) -> None:
+        self.files, self.parts = files, parts
+        ctx = multiprocessing.get_context()
+        spec = _worker_tokenizer(ctx, tok, options)
+        self.todo, self.done, self.stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+        self.ahead, self.sent = 2 * options.workers, 0
+        self.procs = [
+            ctx.Process(
+                target=_file_worker,
+                args=(files, read_opts, spec, parts, self.todo, self.done, self.stop),
+                daemon=True,
+                name=f"gaperon-tokenize-{k}",
+            )
+            for k in range(options.workers)
+        ]
+        try:
+            for proc in self.procs:
+                proc.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _hand_out(self, upto: int) -> None:
+        while self.sent < min(upto, len(self.files)):
+            self.todo.put(self.sent)
+            self.sent += 1
+
+    def _next_done(self) -> tuple:
+        while True:
+            try:
+                return self.done.get(timeout=1.0)
+            except queue.Empty:
+                for proc in self.procs:
+                    if not proc.is_alive():
+                        raise RuntimeError(
+                            f"tokenize worker {proc.name} died (exit code {proc.exitcode})"
+                        ) from None
+
+    def blocks(
+        self, report: ReaderReport
+    ) -> Iterator[tuple[list[tuple[float, str, int]], np.ndarray, np.ndarray]]:
+        """(per-document (hash, lang, repeat), flat ids, lengths) of every block, in input order."""
+        shutil.rmtree(self.parts, ignore_errors=True)  # a killed run's parts
+        self.parts.mkdir(parents=True)
+        finished: dict[int, tuple] = {}
+        for i in range(len(self.files)):
+            self._hand_out(i + 1 + self.ahead)
+            while i not in finished:
+                msg = self._next_done()
+                finished[msg[1]] = msg
+            kind, _, part, error = finished.pop(i)
+            if part is not None:
+                # A file that failed midway gives the blocks read before the failure, as in block
+                # mode; its part may end in a half-written record (a full disk, say): stop there.
+                with open(part, "rb") as f:
+                    while True:
+                        try:
+                            docs, flat, lengths, block_report = pickle.load(f)
+                        except EOFError:
+                            break
+                        except Exception:
+                            if error is None:
+                                raise
+                            break
+                        _merge_report(report, block_report, len(docs))
+                        yield docs, flat, lengths
+                Path(part).unlink()
+            if error is not None:  # raised in input order: the first bad file is the one named
+                raise error
+            report.files += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        for _ in self.procs:
+            self.todo.put(None)  # wakes a waiting worker now, not at its next poll
+        for proc in self.procs:
+            if proc.pid is None:  # never started
+                continue
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+        shutil.rmtree(self.parts, ignore_errors=True)
+
+
+def _file_worker(
+    files: list[Path], read_opts: ReadOptions, spec: Any, parts: Path, todo: Any, done: Any, stop: Any
+) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        encoder: _Encoder | None = _Encoder(_load_tokenizer(spec))
+        failed: BaseException | None = None
+    except BaseException as e:  # noqa: BLE001 - reported for the first file handed to this worker
+        encoder, failed = None, e
+    empty = np.zeros(0, dtype=fmt.TOKEN_DTYPE), np.zeros(0, dtype=np.int64)
+    while not stop.is_set():
+        try:
+            i = todo.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if i is None:  # close(): no more files
+            return
+        part = parts / f"{i:08d}.part"
+        part.unlink(missing_ok=True)
+        try:
+            if encoder is None:
+                assert failed is not None
+                raise failed
+            with open(part, "wb") as f:
+                for item in read_blocks([files[i]], read_opts, _BLOCK_RECORDS, lambda _b: True):
+                    if stop.is_set():
+                        return
+                    if isinstance(item, Path) or item.docs is None:
+                        continue
+                    docs = item.docs
+                    flat, lengths = encoder([d["text"] for d in docs]) if docs else empty
+                    meta = [(text_hash(d["text"]), d["lang"], d["repeat"]) for d in docs]
+                    pickle.dump((meta, flat, lengths, item.report), f, protocol=pickle.HIGHEST_PROTOCOL)
+            msg: tuple = ("done", i, str(part), None)
+        except BaseException as e:  # noqa: BLE001 - handed to the main process, which raises it in order
+            error = e if _picklable(e) else RuntimeError(repr(e))
+            msg = ("error", i, str(part) if part.exists() else None, error)
+        _put(done, msg, stop)
 
 
 def _receive(q: Any, proc: Any) -> tuple:
