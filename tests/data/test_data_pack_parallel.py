@@ -200,3 +200,59 @@ def test_the_plan_reads_each_file_once_when_files_balance_the_workers(tmp_path):
     assert _parallel_plan(files("tail", [1000] * 17), 16) == "blocks"  # 16 files, then 1 on one worker
     assert _parallel_plan(files("big", [50_000] + [1000] * 40), 8) == "blocks"
     assert _parallel_plan(even[:1], 4) == "blocks"
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("parallel", ["blocks", "files"])
+def test_workers_exit_when_the_main_process_is_killed(tmp_path, parallel):
+    """A SIGKILLed `gaperon tokenize` (OOM killer, scancel) leaves no worker behind, whether it
+    waits to hand a block over (blocks) or for its next file (files)."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    script = tmp_path / "run.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from data_helpers import ByteTokenizer, make_docs, write_jsonl
+        from gaperon.data.pack import TokenizeOptions, tokenize
+        tmp = Path({str(tmp_path)!r})
+        files = [write_jsonl(tmp / f"{{i}}.jsonl", make_docs(2000, seed=i)) for i in range(4)]
+        def stuck(split, shard):
+            print("merging", flush=True)
+            time.sleep(600)
+        opts = TokenizeOptions(tokenizer=ByteTokenizer(), workers=2, shard_tokens=2000, parallel={parallel!r})
+        tokenize(files, tmp / "out", opts, progress=False, on_shard=stuck)
+        """)
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "merging"
+        time.sleep(1.0)  # the workers fill their queues (blocks) or finish their files (files)
+        children = [
+            int(pid)
+            for task in Path(f"/proc/{proc.pid}/task").iterdir()
+            for pid in (task / "children").read_text().split()
+        ]
+        assert len(children) >= 2
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while any(map(_alive, children)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(map(_alive, children)), "a tokenize worker outlived its killed main process"

@@ -751,10 +751,10 @@ class _FileWorkers:
     free) into a part file on disk, which this process merges in input order. Each file is read once
     in all, where block mode reads every jsonl file in every worker.
 
-    At most 2N files are handed out beyond the one being merged, which bounds the parts on disk (a
-    part holds a file's ids: about its text's size). Files are handed out only once merging starts,
-    that is after progress.json exists, so a killed run leaves its parts in a token folder that the
-    rerun recognises (and clears)."""
+    At most N files are handed out beyond the one being merged, which bounds the parts on disk to
+    N+1 files' ids (4 bytes a token: about the files' text size) beside the shards. Files are handed
+    out only once merging starts, that is after progress.json exists, so a killed run leaves its
+    parts in a token folder that the rerun recognises (and clears)."""
 
     def __init__(
         self, files: list[Path], read_opts: ReadOptions, options: TokenizeOptions, tok: Any, parts: Path
@@ -763,7 +763,7 @@ class _FileWorkers:
         ctx = multiprocessing.get_context()
         spec = _worker_tokenizer(ctx, tok, options)
         self.todo, self.done, self.stop = ctx.Queue(), ctx.Queue(), ctx.Event()
-        self.ahead, self.sent = 2 * options.workers, 0
+        self.ahead, self.sent = options.workers, 0
         self.procs = [
             ctx.Process(
                 target=_file_worker,
@@ -856,6 +856,8 @@ def _file_worker(
         try:
             i = todo.get(timeout=0.5)
         except queue.Empty:
+            if _parent_gone():
+                return
             continue
         if i is None:  # close(): no more files
             return
@@ -937,7 +939,15 @@ def _put(q: Any, msg: tuple, stop: Any) -> None:
             q.put(msg, timeout=0.5)
             return
         except queue.Full:
-            pass
+            if _parent_gone():
+                q.cancel_join_thread()  # what is queued has no reader left: exit without flushing it
+                raise SystemExit(1) from None
+
+
+def _parent_gone() -> bool:
+    """True in a worker whose main process died (killed, say): it exits instead of waiting forever."""
+    parent = multiprocessing.parent_process()
+    return parent is not None and os.getppid() != parent.pid
 
 
 def _picklable(e: BaseException) -> bool:
