@@ -808,7 +808,7 @@ class _FileWorkers:
             while i not in finished:
                 msg = self._next_done()
                 finished[msg[1]] = msg
-            kind, _, part, error = finished.pop(i)
+            _, _, part, error = finished.pop(i)
             if part is not None:
                 # A file that failed midway gives the blocks read before the failure, as in block
                 # mode; its part may end in a half-written record (a full disk, say): stop there.
