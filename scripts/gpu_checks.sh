@@ -3,8 +3,9 @@
 # ~15 minutes of device time, nothing fetchable there): CUDA tests first (cheap, catch breakage), then
 # the throughput benchmarks against their peers in the same run, the trainer through torchrun, and
 # tokenize scaling on that machine's 16 cores. Each step has its own time limit so one hang cannot
-# eat the budget (about 7 minutes expected, the limits add up to 13: the most useful steps first). Everything lands in two files of $OUT (or
-# ./gpu-results): summary.txt (a line per step) and checks.txt (every step's output).
+# eat the budget (about 7 minutes expected; the limits add up to 14, so the most useful steps come
+# first). Everything lands in two files of $OUT (or ./gpu-results): summary.txt (a line per step)
+# and checks.txt (every step's output).
 #
 # Before the device call, here: `bash scripts/gpu_wheels.sh` (the packages the device image lacks,
 # and the eval items, into .gpu/), then run `bash scripts/gpu_checks.sh` there with carry [".gpu"].
