@@ -568,7 +568,8 @@ def _write_batch(batch: list, flat: np.ndarray, ends: list[int], writers: dict) 
     return written
 
 
-# -- N workers: each reads, parses and encodes every N-th block of the inputs; this process merges
+# -- N workers: each reads, parses and encodes whole files, or every N-th block of every file; this
+# process merges their results in input order
 
 
 def _run_parallel(
@@ -649,12 +650,7 @@ class _BlockWorkers:
             )
             for k in range(n)
         ]
-        try:
-            for proc in self.procs:
-                proc.start()
-        except BaseException:
-            self.close()
-            raise
+        _start(self.procs, self.close)
 
     def blocks(
         self, report: ReaderReport
@@ -679,12 +675,25 @@ class _BlockWorkers:
 
     def close(self) -> None:
         self.stop.set()
-        for proc in self.procs:
-            if proc.pid is None:  # never started
-                continue
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
+        _join(self.procs)
+
+
+def _start(procs: list, close: Callable[[], None]) -> None:
+    try:
+        for proc in procs:
+            proc.start()
+    except BaseException:
+        close()
+        raise
+
+
+def _join(procs: list) -> None:
+    for proc in procs:
+        if proc.pid is None:  # never started
+            continue
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.terminate()
 
 
 def _worker_tokenizer(ctx: Any, tok: Any, options: TokenizeOptions) -> Any:
@@ -773,12 +782,7 @@ class _FileWorkers:
             )
             for k in range(options.workers)
         ]
-        try:
-            for proc in self.procs:
-                proc.start()
-        except BaseException:
-            self.close()
-            raise
+        _start(self.procs, self.close)
 
     def _hand_out(self, upto: int) -> None:
         while self.sent < min(upto, len(self.files)):
@@ -833,12 +837,7 @@ class _FileWorkers:
         self.stop.set()
         for _ in self.procs:
             self.todo.put(None)  # wakes a waiting worker now, not at its next poll
-        for proc in self.procs:
-            if proc.pid is None:  # never started
-                continue
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
+        _join(self.procs)
         shutil.rmtree(self.parts, ignore_errors=True)
 
 
