@@ -264,12 +264,13 @@ def main() -> None:
         if args.files > 1:  # consecutive slices of about equal text, so the input order is the same
             sizes = list(itertools.accumulate(len(line) for line in lines))
             bounds = [0] + [bisect.bisect(sizes, sizes[-1] * i / args.files) for i in range(1, args.files)]
-            bounds.append(len(lines))
-            parts = [Path(tmp) / f"part{i:04d}.jsonl.zst" for i in range(args.files)]
+            bounds = sorted(set(bounds + [len(lines)]))  # no empty file (tokenize refuses one)
+            parts = [Path(tmp) / f"part{i:04d}.jsonl.zst" for i in range(len(bounds) - 1)]
             for i, part in enumerate(parts):
                 text = "".join(lines[bounds[i] : bounds[i + 1]])
                 part.write_bytes(zstandard.ZstdCompressor().compress(text.encode()))
         del lines
+        n_files = len(parts)
         digests = {}
         for _ in range(args.repeat):
             for name, (kind, n) in peers.items():
@@ -294,11 +295,11 @@ def main() -> None:
     kids = {k: statistics.median(r[2] for r in v) for k, v in runs.items()}
 
     def rate(seconds: float) -> str:
-        return f"{n_tokens / seconds / 1e6:7.2f}"
+        return f"{n_tokens / seconds / 1e6:7.2f}" if seconds > 0 else f"{'n/a':>7s}"  # under the clock's tick
 
     print(
         f"corpus: {what}: {len(docs)} documents, {mb:.1f} MB, {n_tokens:,} tokens (EOS included), "
-        f"in {args.files} file(s); "
+        f"in {n_files} file(s); "
         f"{os.cpu_count()} CPUs, load average {load[0]:.1f} -> {load[1]:.1f}; "
         f"start method {multiprocessing.get_start_method()}; median of {args.repeat} runs"
     )
