@@ -811,8 +811,8 @@ class _FileWorkers:
             self._hand_out(i + 1 + self.ahead)
             while i not in finished:
                 msg = self._next_done()
-                finished[msg[1]] = msg
-            _, _, part, error = finished.pop(i)
+                finished[msg[0]] = msg
+            _, part, error = finished.pop(i)
             if part is not None:
                 # A file that failed midway gives the blocks read before the failure, as in block
                 # mode; its part may end in a half-written record (a full disk, say): stop there.
@@ -850,7 +850,6 @@ def _file_worker(
         failed: BaseException | None = None
     except BaseException as e:  # noqa: BLE001 - reported for the first file handed to this worker
         encoder, failed = None, e
-    empty = np.zeros(0, dtype=fmt.TOKEN_DTYPE), np.zeros(0, dtype=np.int64)
     while not stop.is_set():
         try:
             i = todo.get(timeout=0.5)
@@ -872,15 +871,21 @@ def _file_worker(
                         return
                     if isinstance(item, Path) or item.docs is None:
                         continue
-                    docs = item.docs
-                    flat, lengths = encoder([d["text"] for d in docs]) if docs else empty
-                    meta = [(text_hash(d["text"]), d["lang"], d["repeat"]) for d in docs]
-                    pickle.dump((meta, flat, lengths, item.report), f, protocol=pickle.HIGHEST_PROTOCOL)
-            msg: tuple = ("done", i, str(part), None)
+                    block = (*_encode_block(encoder, item.docs), item.report)
+                    pickle.dump(block, f, protocol=pickle.HIGHEST_PROTOCOL)
+            msg: tuple = (i, str(part), None)
         except BaseException as e:  # noqa: BLE001 - handed to the main process, which raises it in order
-            error = e if _picklable(e) else RuntimeError(repr(e))
-            msg = ("error", i, str(part) if part.exists() else None, error)
+            msg = (i, str(part) if part.exists() else None, _sendable(e))
         _put(done, msg, stop)
+
+
+_NO_IDS = np.zeros(0, dtype=fmt.TOKEN_DTYPE), np.zeros(0, dtype=np.int64)
+
+
+def _encode_block(encoder: _Encoder, docs: list[dict]) -> tuple[list, np.ndarray, np.ndarray]:
+    """A block as workers send it: per-document (hash, lang, repeat), flat ids, lengths."""
+    flat, lengths = encoder([d["text"] for d in docs]) if docs else _NO_IDS
+    return [(text_hash(d["text"]), d["lang"], d["repeat"]) for d in docs], flat, lengths
 
 
 def _receive(q: Any, proc: Any) -> tuple:
@@ -914,19 +919,15 @@ def _block_worker(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         encoder = _Encoder(_load_tokenizer(spec))
-        empty = np.zeros(0, dtype=fmt.TOKEN_DTYPE), np.zeros(0, dtype=np.int64)
         for item in read_blocks(files, read_opts, _BLOCK_RECORDS, lambda b: b % n == k):
             if stop.is_set():
                 return
             if isinstance(item, Path):
                 _put(out, ("eof", str(item)), stop)
             elif item.docs is not None:
-                docs = item.docs
-                flat, lengths = encoder([d["text"] for d in docs]) if docs else empty
-                meta = [(text_hash(d["text"]), d["lang"], d["repeat"]) for d in docs]
-                _put(out, ("block", item.number, meta, flat, lengths, item.report), stop)
+                _put(out, ("block", item.number, *_encode_block(encoder, item.docs), item.report), stop)
     except BaseException as e:  # noqa: BLE001 - every failure is handed to the main process, which raises it
-        _put(out, ("error", e if _picklable(e) else RuntimeError(repr(e))), stop)
+        _put(out, ("error", _sendable(e)), stop)
     finally:
         if stop.is_set():  # told to stop (the main process failed early): exit without flushing to it
             out.cancel_join_thread()
@@ -949,14 +950,13 @@ def _parent_gone() -> bool:
     return parent is not None and os.getppid() != parent.pid
 
 
-def _picklable(e: BaseException) -> bool:
-    import pickle
-
+def _sendable(e: BaseException) -> BaseException:
+    """`e`, or its repr in a RuntimeError when it cannot be pickled (to cross to the main process)."""
     try:
         pickle.dumps(e)
-        return True
+        return e
     except Exception:  # noqa: BLE001 - any pickling failure means: send its repr instead
-        return False
+        return RuntimeError(repr(e))
 
 
 def _encoded(batches: Iterator[list], options: TokenizeOptions, tok) -> Iterator[tuple[list, tuple]]:
