@@ -13,7 +13,6 @@ split, the shards done and the (document, copy) each one ended at).
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import heapq
 import itertools
@@ -65,8 +64,10 @@ class TokenizeOptions:
     shard_tokens: int = 1 << 27  # 512 MiB of uint32 per shard
     source: str | None = None
     max_chars: int = DEFAULT_MAX_CHARS
-    batch_docs: int = 256  # documents per encode_batch call (and per task sent to a worker)
-    batch_chars: int = 1 << 20  # ... or fewer, so workers get work in ~250k-token pieces
+    # One worker hands its writer thread this many documents at a time, or fewer (~250k tokens);
+    # N workers send blocks of _BLOCK_RECORDS records.
+    batch_docs: int = 256
+    batch_chars: int = 1 << 20
     # Fail (after writing what was read: a rerun resumes) when skipped / all records exceeds this.
     max_skip_ratio: float | None = None
     # How N workers share the inputs: "files" (a whole file to the next free worker), "blocks" (every
@@ -155,20 +156,6 @@ def _safe_for_tiktoken(text: str) -> bool:
         if _SPACE.search(text, k, k + step) is None or _NON_SPACE.search(text, k, k + step) is None:
             return safe_for_tiktoken(text)
     return True
-
-
-_ENCODER: _Encoder | None = None  # one per worker process
-
-
-def _init_worker(spec: Any) -> None:
-    global _ENCODER
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _ENCODER = _Encoder(_load_tokenizer(spec))
-
-
-def _encode_in_worker(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    assert _ENCODER is not None
-    return _ENCODER(texts)
 
 
 def _load_tokenizer(spec: Any):
@@ -481,7 +468,7 @@ def _run(documents: Iterator[dict], options, tok, writers, forced_val, progress)
     batches = _read_ahead(_batches(todo(), options), depth=4)
     behind = _WriteBehind(write, depth=4)
     try:
-        for batch, (flat, lengths) in _encoded(batches, options, tok):
+        for batch, (flat, lengths) in _encoded(batches, tok):
             behind.put((batch, flat, lengths))
         behind.close()
     finally:
@@ -959,26 +946,15 @@ def _sendable(e: BaseException) -> BaseException:
         return RuntimeError(repr(e))
 
 
-def _encoded(batches: Iterator[list], options: TokenizeOptions, tok) -> Iterator[tuple[list, tuple]]:
-    """(batch, encoded) in input order; with N workers at most 2N batches are in flight (bounded memory).
+def _encoded(batches: Iterator[list], tok) -> Iterator[tuple[list, tuple]]:
+    """(batch, encoded) in input order, encoded in this (the main) thread.
 
-    One worker encodes in this (the main) thread: tiktoken 0.14 spent ~35% more CPU per token in a
-    second thread than in the main one when we measured (2-core VM), and it releases the GIL while
-    it encodes, so the reading thread runs beside it. N workers are N processes, each encoding in
-    its main thread; this process reads (in its reading thread), hands out batches and writes.
+    tiktoken 0.14 spent ~35% more CPU per token in a second thread than in the main one when we
+    measured (2-core VM), and it releases the GIL while it encodes, so the reading thread runs beside it.
     """
-    if options.workers <= 1:
-        encoder = _Encoder(tok)
-        for batch in batches:
-            yield batch, encoder([d["text"] for _, d, _ in batch])
-        return
-    # Created before the first batch is read, so the fork happens before the reading thread starts.
-    with multiprocessing.get_context().Pool(
-        options.workers, initializer=_init_worker, initargs=(options.tokenizer,)
-    ) as pool:
-        yield from _in_order(
-            batches, lambda texts: pool.apply_async(_encode_in_worker, (texts,)), 2 * options.workers, "get"
-        )
+    encoder = _Encoder(tok)
+    for batch in batches:
+        yield batch, encoder([d["text"] for _, d, _ in batch])
 
 
 _END = object()
@@ -1027,15 +1003,3 @@ def _read_ahead(items: Iterator, depth: int) -> Generator:
     finally:
         stop.set()
         thread.join()
-
-
-def _in_order(batches: Iterator[list], submit, depth: int, wait: str) -> Iterator[tuple[list, tuple]]:
-    pending: collections.deque = collections.deque()
-    for batch in batches:
-        pending.append((batch, submit([d["text"] for _, d, _ in batch])))
-        if len(pending) >= depth:
-            b, r = pending.popleft()
-            yield b, getattr(r, wait)()
-    while pending:
-        b, r = pending.popleft()
-        yield b, getattr(r, wait)()
