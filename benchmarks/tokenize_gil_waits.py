@@ -1,0 +1,128 @@
+"""Where one tokenize worker loses time against a bare encode: a diagnostic, not a peer comparison.
+
+`gaperon tokenize --workers 1` encodes in the main thread while a reading thread and a writing thread
+run beside it; tiktoken releases the GIL while it encodes and takes it back after each document.
+This times the encode calls inside `tokenize` by wall clock and by the main thread's CPU clock: the
+difference is time the encoder spent waiting (for the GIL: a thread holding it in a C call such as
+a JSON parse cannot be made to drop it early), and the main thread's voluntary context switches
+count the waits. Variants take the other threads away one at a time: "no writer" drops the encoded
+batches instead of writing them, "pre-read" reads the whole input before the first encode.
+The raw encode's texts are parsed afresh for each repeat (a str keeps the UTF-8 copy that tiktoken
+makes of it, which would make a second pass over the same strings cheaper).
+It patches `gaperon.data.pack` internals, as a profiler would: keep it in step with that module.
+Usage: python benchmarks/tokenize_gil_waits.py [--mb 64] [--repeat 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import zstandard
+from tokenize_throughput import corpus  # the sibling script (benchmarks/ is on sys.path)
+
+from gaperon.data import pack
+
+
+def _switches() -> int:
+    """Voluntary context switches of the calling thread (Linux), or -1."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/status") as f:
+            for line in f:
+                if line.startswith("voluntary_ctxt_switches"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
+class _NoWriter:
+    def __init__(self, write, depth: int) -> None: ...
+    def put(self, item) -> None: ...
+    def close(self) -> None: ...
+    def cancel(self) -> None: ...
+
+
+def _pre_read(items, depth: int):  # noqa: ARG001 - _read_ahead's signature
+    yield from list(items)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mb", type=float, default=64)
+    ap.add_argument("--repeat", type=int, default=4)
+    args = ap.parse_args()
+    docs, what = corpus(args.mb)
+    tmp = Path(tempfile.mkdtemp(prefix="gaperon-gil-"))
+    src = tmp / "corpus.jsonl.zst"
+    src.write_bytes(
+        zstandard.ZstdCompressor().compress(
+            "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs).encode()
+        )
+    )
+    lines = zstandard.ZstdDecompressor().decompress(src.read_bytes(), max_output_size=1 << 34).splitlines()
+    del docs
+
+    tok = pack._load_tokenizer("llama3")
+    tok.identity()  # cached: tokenize's record of the tokenizer is not timed
+    tik = tok.fast_encoder()
+    tik.encode_to_numpy("warm", allowed_special=set(), disallowed_special=())
+
+    inside = [0.0, 0.0]  # wall, main-thread CPU inside the encode calls
+    one = pack._Encoder._one
+
+    def timed_one(self, text):
+        w, c = time.perf_counter(), time.thread_time()
+        try:
+            return one(self, text)
+        finally:
+            inside[0] += time.perf_counter() - w
+            inside[1] += time.thread_time() - c
+
+    pack._Encoder._one = timed_one  # type: ignore[method-assign]
+    variants = {
+        "tokenize (reader + writer threads)": (pack._read_ahead, pack._WriteBehind),
+        "tokenize, no writer": (pack._read_ahead, _NoWriter),
+        "tokenize, pre-read": (_pre_read, pack._WriteBehind),
+        "tokenize, neither": (_pre_read, _NoWriter),
+    }
+    rows: dict[str, list[tuple[float, float, float, int]]] = {"raw encode_to_numpy": []}
+    for _ in range(args.repeat):
+        texts = [json.loads(line)["text"] for line in lines]
+        c = time.thread_time()
+        w = time.perf_counter()
+        for t in texts:
+            tik.encode_to_numpy(t, allowed_special=set(), disallowed_special=())
+        rows["raw encode_to_numpy"].append((time.perf_counter() - w, time.thread_time() - c, 0.0, 0))
+        del texts
+        for name, (reader, writer) in variants.items():
+            pack._read_ahead, pack._WriteBehind = reader, writer  # type: ignore[misc]
+            out = tmp / "out"
+            inside[:] = [0.0, 0.0]
+            s = _switches()
+            w = time.perf_counter()
+            pack.tokenize([src], out, pack.TokenizeOptions(workers=1), progress=False)
+            wall = time.perf_counter() - w
+            rows.setdefault(name, []).append((wall, inside[1], inside[0] - inside[1], _switches() - s))
+            shutil.rmtree(out)
+        pack._read_ahead, pack._WriteBehind = variants["tokenize (reader + writer threads)"]  # type: ignore[misc]
+    shutil.rmtree(tmp)
+
+    print(f"corpus: {what}, {len(lines)} documents; {os.cpu_count()} CPUs; median of {args.repeat}")
+    print(f"{'':36s} {'wall s':>7s} {'encode CPU s':>13s} {'encode waits s':>15s} {'switches':>9s}")
+    raw = statistics.median(r[0] for r in rows["raw encode_to_numpy"])
+    for name, rs in rows.items():
+        med = [statistics.median(r[k] for r in rs) for k in range(4)]
+        extra = "" if name.startswith("raw") else f"   raw / this = {raw / med[0]:.3f}"
+        print(f"{name:36s} {med[0]:7.3f} {med[1]:13.3f} {med[2]:15.3f} {int(med[3]):9d}{extra}")
+
+
+if __name__ == "__main__":
+    main()
