@@ -9,7 +9,8 @@ count the waits. Variants take the other threads away one at a time: "no writer"
 batches instead of writing them, "pre-read" reads the whole input before the first encode.
 The raw encode's texts are parsed afresh for each repeat (a str keeps the UTF-8 copy that tiktoken
 makes of it, which would make a second pass over the same strings cheaper).
-It patches `gaperon.data.pack` internals, as a profiler would: keep it in step with that module.
+It patches `gaperon.data.pack` and `.encode` internals, as a profiler would: keep it in step with
+those modules (tests/data/test_data_benchmarks.py runs it).
 Usage: python benchmarks/tokenize_gil_waits.py [--mb 64] [--repeat 4]
 """
 
@@ -28,7 +29,7 @@ from pathlib import Path
 import zstandard
 from tokenize_throughput import corpus  # the sibling script (benchmarks/ is on sys.path)
 
-from gaperon.data import pack
+from gaperon.data import encode, pack
 
 
 def _switches() -> int:
@@ -70,13 +71,13 @@ def main() -> None:
     lines = zstandard.ZstdDecompressor().decompress(src.read_bytes(), max_output_size=1 << 34).splitlines()
     del docs
 
-    tok = pack._load_tokenizer("llama3")
+    tok = encode.tokenizer_from_spec("llama3")
     tok.identity()  # cached: tokenize's record of the tokenizer is not timed
     tik = tok.fast_encoder()
     tik.encode_to_numpy("warm", allowed_special=set(), disallowed_special=())
 
     inside = [0.0, 0.0]  # wall, main-thread CPU inside the encode calls
-    one = pack._Encoder._one
+    one = encode.Encoder._one
 
     def timed_one(self, text):
         w, c = time.perf_counter(), time.thread_time()
@@ -86,7 +87,7 @@ def main() -> None:
             inside[0] += time.perf_counter() - w
             inside[1] += time.thread_time() - c
 
-    pack._Encoder._one = timed_one  # type: ignore[method-assign]
+    encode.Encoder._one = timed_one  # type: ignore[method-assign]
     variants = {
         "tokenize (reader + writer threads)": (pack._read_ahead, pack._WriteBehind),
         "tokenize, no writer": (pack._read_ahead, _NoWriter),

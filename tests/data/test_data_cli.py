@@ -16,7 +16,7 @@ def corpus(tmp_path):
 
 
 def test_tokenize_then_stats_then_phase(tmp_path, corpus, capsys, caplog, llama3):
-    caplog.set_level("INFO", logger="gaperon.data.pack")
+    caplog.set_level("INFO", logger="gaperon.data")
     fr, en = corpus
     assert main(["tokenize", str(fr), "--out", str(tmp_path / "fr"), "--quiet", "--val-fraction", "0.1"]) == 0
     out = capsys.readouterr().out

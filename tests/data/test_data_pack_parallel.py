@@ -132,18 +132,18 @@ def test_forked_workers_reuse_the_loaded_tokenizer(tmp_path, monkeypatch, llama3
     import multiprocessing
     import os
 
-    from gaperon.data import pack
+    from gaperon.data import workers
 
     if multiprocessing.get_start_method() != "fork":
         pytest.skip("workers inherit the tokenizer only when forked")
-    main, load = os.getpid(), pack._load_tokenizer
+    main, load = os.getpid(), workers.tokenizer_from_spec
 
     def no_reload_in_workers(spec):
         if os.getpid() != main and isinstance(spec, str | Path):
             raise RuntimeError(f"worker {os.getpid()} loaded tokenizer {spec!r} again")
         return load(spec)
 
-    monkeypatch.setattr(pack, "_load_tokenizer", no_reload_in_workers)
+    monkeypatch.setattr(workers, "tokenizer_from_spec", no_reload_in_workers)
     src = write_jsonl(tmp_path / "d.jsonl", make_docs(300, seed=3))
     runs = {
         w: tokenize(
@@ -184,7 +184,7 @@ def test_the_plan_reads_each_file_once_when_files_balance_the_workers(tmp_path):
     """Block mode decompresses every jsonl file in every worker; whole files per worker avoid that
     when the files are many and even, not when one file is most of the input or the last few would
     leave most workers idle."""
-    from gaperon.data.pack import _parallel_plan
+    from gaperon.data.workers import parallel_plan
 
     def files(name: str, sizes: list[int]) -> list[Path]:
         (tmp_path / name).mkdir()
@@ -195,11 +195,11 @@ def test_the_plan_reads_each_file_once_when_files_balance_the_workers(tmp_path):
         return out
 
     even = files("even", [1000] * 64)
-    assert _parallel_plan(even, 16) == "files"
-    assert _parallel_plan(even[:2], 2) == "files"
-    assert _parallel_plan(files("tail", [1000] * 17), 16) == "blocks"  # 16 files, then 1 on one worker
-    assert _parallel_plan(files("big", [50_000] + [1000] * 40), 8) == "blocks"
-    assert _parallel_plan(even[:1], 4) == "blocks"
+    assert parallel_plan(even, 16) == "files"
+    assert parallel_plan(even[:2], 2) == "files"
+    assert parallel_plan(files("tail", [1000] * 17), 16) == "blocks"  # 16 files, then 1 on one worker
+    assert parallel_plan(files("big", [50_000] + [1000] * 40), 8) == "blocks"
+    assert parallel_plan(even[:1], 4) == "blocks"
 
 
 def _alive(pid: int) -> bool:

@@ -9,21 +9,17 @@ counts. Workers only turn text into ids and the main process writes their result
 so any worker count gives byte-identical shards, and a killed run restarted with the same command
 keeps its finished shards and redoes the rest into the same bytes (progress.json records, per
 split, the shards done and the (document, copy) each one ended at).
+
+One worker encodes in this process (`gaperon.data.encode`); N workers are processes of their own
+(`gaperon.data.workers`) whose blocks this process merges and writes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import heapq
 import itertools
 import json
 import logging
-import multiprocessing
-import os
-import pickle
 import queue
-import re
-import shutil
 import sys
 import threading
 from collections.abc import Callable, Generator, Iterator
@@ -35,19 +31,18 @@ import numpy as np
 
 from gaperon import atomic
 from gaperon.data import shards as fmt
+from gaperon.data.encode import Encoder, text_hash, tokenizer_from_spec
 from gaperon.data.readers import (
     DEFAULT_MAX_CHARS,
-    JSONL_SUFFIXES,
     DataError,
     ReaderReport,
     ReadOptions,
     expand_inputs,
     load_repeat_fn,
-    read_blocks,
     read_documents,
     skip_line,
 )
-from gaperon.tokenizer.fast_path import MAX_CHARS, safe_for_tiktoken
+from gaperon.data.workers import BlockWorkers, FileWorkers, start_workers
 from gaperon.tokenizer.protocol import prompt_bos
 
 log = logging.getLogger(__name__)
@@ -65,7 +60,7 @@ class TokenizeOptions:
     source: str | None = None
     max_chars: int = DEFAULT_MAX_CHARS
     # One worker hands its writer thread this many documents at a time, or fewer (~250k tokens);
-    # N workers send blocks of _BLOCK_RECORDS records.
+    # N workers send blocks of their own size (gaperon.data.workers).
     batch_docs: int = 256
     batch_chars: int = 1 << 20
     # Fail (after writing what was read: a rerun resumes) when skipped / all records exceeds this.
@@ -87,86 +82,6 @@ class TokenizeOptions:
             raise DataError(f"--max-skip-ratio must be in [0, 1], got {self.max_skip_ratio}")
         if self.parallel not in ("auto", "files", "blocks"):
             raise DataError(f"parallel must be 'auto', 'files' or 'blocks', got {self.parallel!r}")
-
-
-def text_hash(text: str) -> float:
-    """A document's place in [0, 1): the held-out split is every document under val_fraction."""
-    h = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(h, "little") / 2.0**64
-
-
-# -- encoding: text -> one flat uint32 array per batch (EOS after each document), on one core
-class _Encoder:
-    """Turns a batch of texts into (flat ids with EOS after each document, and BOS before it when the
-    tokenizer's rule says so; per-document lengths).
-
-    Same ids as `tok.encode_batch(texts)`, but cheaper: for a tiktoken-backed Tokenizer each text
-    goes through tiktoken's `encode_to_numpy` (a uint32 buffer: no Python int per token) on the
-    calling thread only, so one worker is one core; tiktoken releases the GIL while it encodes, so
-    the reading thread runs beside it. Texts that the tokenizer would not give to tiktoken, and
-    tokenizers without a tiktoken path, go through encode_batch.
-    """
-
-    def __init__(self, tok: Any):
-        self.tok = tok
-        self.eos = np.array([tok.eos_id], dtype=fmt.TOKEN_DTYPE)
-        self.bos = np.array([tok.bos_id] if prompt_bos(tok) else [], dtype=fmt.TOKEN_DTYPE)
-        # The tiktoken Encoding itself when the tokenizer provably runs on it (one core per worker).
-        self.fast = tok.fast_encoder() if getattr(tok, "uses_tiktoken", False) else None
-        self.to_numpy = getattr(self.fast, "encode_to_numpy", None)  # tiktoken >= 0.8
-
-    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        if self.fast is None:
-            parts = [np.asarray(ids, dtype=fmt.TOKEN_DTYPE) for ids in self.tok.encode_batch(texts)]
-        else:
-            parts = [self._one(t) for t in texts]
-        lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)) + 1 + len(self.bos)
-        around = (self.bos, self.eos) if len(self.bos) else (None, self.eos)
-        pieces = [x for p in parts for x in (around[0], p, around[1]) if x is not None]
-        flat = np.concatenate(pieces)
-        return flat.astype(fmt.TOKEN_DTYPE, copy=False), lengths
-
-    def _one(self, text: str) -> np.ndarray:
-        if not _safe_for_tiktoken(text):
-            return np.asarray(self.tok.encode_batch([text])[0], dtype=fmt.TOKEN_DTYPE)
-        if self.to_numpy is not None:
-            try:
-                # allowed=disallowed=nothing: special-token text is ordinary text, as in encode_ordinary
-                return self.to_numpy(text, allowed_special=set(), disallowed_special=())
-            except UnicodeEncodeError:  # lone surrogates: encode_ordinary repairs them, this does not
-                pass
-        assert self.fast is not None  # _one is only called on the tiktoken path
-        return np.asarray(self.fast.encode_ordinary(text), dtype=fmt.TOKEN_DTYPE)
-
-
-# fast_path's rule (a run of >= 20,000 whitespace or non-whitespace characters goes to the HF backend)
-# costs ~12% of the encode time on long documents; this proves "no such run" in O(len / 10,000) steps
-# and asks the tokenizer's own check only when it cannot (tests/data/test_data_pack.py compares them).
-_RUN = 20_000
-_SPACE, _NON_SPACE = re.compile(r"\s"), re.compile(r"\S")
-
-
-def _safe_for_tiktoken(text: str) -> bool:
-    """`fast_path.safe_for_tiktoken(text)`, faster: every run of 20,000 characters contains a whole
-    aligned window of 10,000, so if every window holds both kinds of character there is no long run."""
-    n, step = len(text), _RUN // 2
-    if n < _RUN or n > MAX_CHARS:
-        return safe_for_tiktoken(text)
-    for k in range(0, n - step + 1, step):
-        if _SPACE.search(text, k, k + step) is None or _NON_SPACE.search(text, k, k + step) is None:
-            return safe_for_tiktoken(text)
-    return True
-
-
-def _load_tokenizer(spec: Any):
-    if not isinstance(spec, str | Path):
-        return spec
-    from gaperon.tokenizer import load_tokenizer
-
-    try:
-        return load_tokenizer(spec)
-    except ValueError as e:
-        raise DataError(f"tokenizer {spec}: {e}") from None
 
 
 def _tokenizer_record(tok, spec: Any) -> dict:
@@ -242,7 +157,7 @@ def tokenize(
     options.check()
     out = Path(out)
     files = expand_inputs(inputs)
-    tok = _load_tokenizer(options.tokenizer)
+    tok = tokenizer_from_spec(options.tokenizer)
     tok_rec = _tokenizer_record(tok, options.tokenizer)
     job = _job(files, options)
     state = _check_folder(out, tok_rec, job)
@@ -260,7 +175,7 @@ def tokenize(
         options.max_chars,
     )
     # N workers start first: their start-up and first blocks overlap the up-front reads below
-    pool = _workers(files, read_opts, options, tok, out) if options.workers > 1 else None
+    pool = start_workers(files, read_opts, options, tok, out) if options.workers > 1 else None
     try:
         # Up front: every file yields something, and which document is forced into val (if any).
         given = [Path(p) for p in inputs]  # read as given: a folder of .txt may hold an empty file
@@ -555,12 +470,12 @@ def _write_batch(batch: list, flat: np.ndarray, ends: list[int], writers: dict) 
     return written
 
 
-# -- N workers: each reads, parses and encodes whole files, or every N-th block of every file; this
-# process merges their results in input order
+# -- N workers (gaperon.data.workers) read, parse and encode their own share; this process merges
+# their results in input order and writes them
 
 
 def _run_parallel(
-    pool: _BlockWorkers | _FileWorkers,
+    pool: BlockWorkers | FileWorkers,
     options: TokenizeOptions,
     writers: dict,
     forced_val: int | None,
@@ -613,346 +528,13 @@ def _run_parallel(
         bar.close()
 
 
-_BLOCK_RECORDS = 128  # records per block: small enough to balance workers, big enough to amortise IPC
-
-
-class _BlockWorkers:
-    """N processes, each reading, parsing and encoding every N-th block of the inputs; started on
-    construction, so whatever this process does before merging runs beside their first blocks."""
-
-    def __init__(self, files: list[Path], read_opts: ReadOptions, options: TokenizeOptions, tok: Any) -> None:
-        n = self.n = options.workers
-        self.files = files
-        ctx = multiprocessing.get_context()
-        spec = _worker_tokenizer(ctx, tok, options)
-        # 8 blocks of slack per worker: one descheduled for a moment does not stall the others at once
-        self.queues = [ctx.Queue(maxsize=8) for _ in range(n)]
-        self.stop = ctx.Event()
-        self.procs = [
-            ctx.Process(
-                target=_block_worker,
-                args=(k, n, files, read_opts, spec, self.queues[k], self.stop),
-                daemon=True,
-                name=f"gaperon-tokenize-{k}",
-            )
-            for k in range(n)
-        ]
-        _start(self.procs, self.close)
-
-    def blocks(
-        self, report: ReaderReport
-    ) -> Iterator[tuple[list[tuple[float, str, int]], np.ndarray, np.ndarray]]:
-        """(per-document (hash, lang, repeat), flat ids, lengths) of every block, in input order."""
-        n, queues, procs = self.n, self.queues, self.procs
-        number = 0
-        for _ in self.files:
-            while True:
-                msg = _receive(queues[number % n], procs[number % n])
-                if msg[0] == "eof":  # the file ended at this block: every other worker says so next
-                    for j in range(n):
-                        if j != number % n and _receive(queues[j], procs[j])[0] != "eof":
-                            raise RuntimeError("tokenize workers disagree on where a file ends")
-                    report.files += 1
-                    break
-                _, got, docs, flat, lengths, block_report = msg
-                assert got == number, (got, number)
-                number += 1
-                _merge_report(report, block_report, len(docs))
-                yield docs, flat, lengths
-
-    def close(self) -> None:
-        self.stop.set()
-        _join(self.procs)
-
-
-def _start(procs: list, close: Callable[[], None]) -> None:
-    try:
-        for proc in procs:
-            proc.start()
-    except BaseException:
-        close()
-        raise
-
-
-def _join(procs: list) -> None:
-    for proc in procs:
-        if proc.pid is None:  # never started
-            continue
-        proc.join(timeout=5)
-        if proc.is_alive():
-            proc.terminate()
-
-
-def _worker_tokenizer(ctx: Any, tok: Any, options: TokenizeOptions) -> Any:
-    """What workers build their encoder from. Forked workers inherit this process's tokenizer with
-    its tiktoken Encoding already built, instead of each loading the tokenizer and building the
-    Encoding again (~0.3 CPU-s each for llama3, more for a tokenizer folder)."""
-    if tok is not None and ctx.get_start_method() == "fork":
-        getattr(tok, "uses_tiktoken", None)  # builds and caches the Encoding (Tokenizer.fast_encoder)
-        return tok
-    return options.tokenizer
-
-
-# Block mode's costs, as fractions of encoding the same text (Llama-3.1 tokenizer, 66 MB of the
-# sample corpus; benchmarks/RESULTS.md): what every worker spends on a jsonl file's blocks that it
-# does not own (decompressing and splitting lines), by compression; and what a worker spends more per
-# token of its own blocks than a worker reading whole files (the blocks' trips through a queue: 2
-# workers on 8 even files used 11% more worker CPU per token than whole files, 2.5 points of it the
-# skipping). And a file's text bytes per byte on disk.
-_SKIP_COST = {".zst": 0.025, ".gz": 0.088, "": 0.013}
-_BLOCK_OVERHEAD = 0.09
-_EXPANSION = {".zst": 4.0, ".gz": 3.7, "": 1.0}
-
-
-def _parallel_plan(files: list[Path], workers: int) -> str:
-    """How `workers` workers share `files`: "files" or "blocks", whichever is estimated to finish first.
-
-    Files: a whole file to the next free worker, in input order; its time is that schedule's
-    makespan, so a big file or a short tail of files is paid on one worker. Blocks: every worker
-    takes every N-th block of every file, perfectly balanced, but decompresses and splits the whole
-    of every jsonl file to find its blocks: N-1 extra passes (parquet row groups and .txt files are
-    read only by their owner)."""
-    work, waste = [], 0.0
-    for path in files:
-        name = path.name.lower()
-        suffix = next((x for x in (".zst", ".gz") if name.endswith(x)), "")
-        size = path.stat().st_size * _EXPANSION[suffix]
-        work.append(size)
-        if name.endswith(JSONL_SUFFIXES):
-            waste += _SKIP_COST[suffix] * size
-    finish = [0.0] * workers  # the in-order schedule: each file goes to the first worker to be free
-    for w in work:
-        heapq.heapreplace(finish, finish[0] + w)
-    blocks = sum(work) / workers * (1 + _BLOCK_OVERHEAD) + waste * (workers - 1) / workers
-    return "files" if max(finish) < blocks else "blocks"
-
-
-def _workers(
-    files: list[Path], read_opts: ReadOptions, options: TokenizeOptions, tok: Any, out: Path
-) -> _BlockWorkers | _FileWorkers:
-    plan = options.parallel if options.parallel != "auto" else _parallel_plan(files, options.workers)
-    log.info(
-        "%d workers: %s", options.workers, "a whole file each" if plan == "files" else "blocks of every file"
-    )
-    if plan == "files":
-        return _FileWorkers(files, read_opts, options, tok, out / _PARTS)
-    return _BlockWorkers(files, read_opts, options, tok)
-
-
-_PARTS = ".tokenize-parts"  # file mode's encoded files, waiting to be merged (inside the output folder)
-
-
-class _FileWorkers:
-    """N processes, each reading, parsing and encoding whole files (the next file to the first worker
-    free) into a part file on disk, which this process merges in input order. Each file is read once
-    in all, where block mode reads every jsonl file in every worker.
-
-    At most N files are handed out beyond the one being merged, which bounds the parts on disk to
-    N+1 files' ids (4 bytes a token: about the files' text size) beside the shards. Files are handed
-    out only once merging starts, that is after progress.json exists, so a killed run leaves its
-    parts in a token folder that the rerun recognises (and clears)."""
-
-    def __init__(
-        self, files: list[Path], read_opts: ReadOptions, options: TokenizeOptions, tok: Any, parts: Path
-    ) -> None:
-        self.files, self.parts = files, parts
-        ctx = multiprocessing.get_context()
-        spec = _worker_tokenizer(ctx, tok, options)
-        self.todo, self.done, self.stop = ctx.Queue(), ctx.Queue(), ctx.Event()
-        self.ahead, self.sent = options.workers, 0
-        self.procs = [
-            ctx.Process(
-                target=_file_worker,
-                args=(files, read_opts, spec, parts, self.todo, self.done, self.stop),
-                daemon=True,
-                name=f"gaperon-tokenize-{k}",
-            )
-            for k in range(options.workers)
-        ]
-        _start(self.procs, self.close)
-
-    def _hand_out(self, upto: int) -> None:
-        while self.sent < min(upto, len(self.files)):
-            self.todo.put(self.sent)
-            self.sent += 1
-
-    def _next_done(self) -> tuple:
-        while True:
-            try:
-                return self.done.get(timeout=1.0)
-            except queue.Empty:
-                for proc in self.procs:
-                    if not proc.is_alive():
-                        raise RuntimeError(
-                            f"tokenize worker {proc.name} died (exit code {proc.exitcode})"
-                        ) from None
-
-    def blocks(
-        self, report: ReaderReport
-    ) -> Iterator[tuple[list[tuple[float, str, int]], np.ndarray, np.ndarray]]:
-        """(per-document (hash, lang, repeat), flat ids, lengths) of every block, in input order."""
-        shutil.rmtree(self.parts, ignore_errors=True)  # a killed run's parts
-        self.parts.mkdir(parents=True)
-        finished: dict[int, tuple] = {}
-        for i in range(len(self.files)):
-            self._hand_out(i + 1 + self.ahead)
-            while i not in finished:
-                msg = self._next_done()
-                finished[msg[0]] = msg
-            _, part, error = finished.pop(i)
-            if part is not None:
-                # A file that failed midway gives the blocks read before the failure, as in block
-                # mode; its part may end in a half-written record (a full disk, say): stop there.
-                with open(part, "rb") as f:
-                    while True:
-                        try:
-                            docs, flat, lengths, block_report = pickle.load(f)
-                        except EOFError:
-                            break
-                        except Exception:
-                            if error is None:
-                                raise
-                            break
-                        _merge_report(report, block_report, len(docs))
-                        yield docs, flat, lengths
-                Path(part).unlink()
-            if error is not None:  # raised in input order: the first bad file is the one named
-                raise error
-            report.files += 1
-
-    def close(self) -> None:
-        self.stop.set()
-        for _ in self.procs:
-            self.todo.put(None)  # wakes a waiting worker now, not at its next poll
-        _join(self.procs)
-        shutil.rmtree(self.parts, ignore_errors=True)
-
-
-def _file_worker(
-    files: list[Path], read_opts: ReadOptions, spec: Any, parts: Path, todo: Any, done: Any, stop: Any
-) -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        encoder: _Encoder | None = _Encoder(_load_tokenizer(spec))
-        failed: BaseException | None = None
-    except BaseException as e:  # noqa: BLE001 - reported for the first file handed to this worker
-        encoder, failed = None, e
-    while not stop.is_set():
-        try:
-            i = todo.get(timeout=0.5)
-        except queue.Empty:
-            if _parent_gone():
-                return
-            continue
-        if i is None:  # close(): no more files
-            return
-        part = parts / f"{i:08d}.part"
-        part.unlink(missing_ok=True)
-        try:
-            if encoder is None:
-                assert failed is not None
-                raise failed
-            with open(part, "wb") as f:
-                for item in read_blocks([files[i]], read_opts, _BLOCK_RECORDS, lambda _b: True):
-                    if stop.is_set():
-                        return
-                    if isinstance(item, Path) or item.docs is None:
-                        continue
-                    block = (*_encode_block(encoder, item.docs), item.report)
-                    pickle.dump(block, f, protocol=pickle.HIGHEST_PROTOCOL)
-            msg: tuple = (i, str(part), None)
-        except BaseException as e:  # noqa: BLE001 - handed to the main process, which raises it in order
-            msg = (i, str(part) if part.exists() else None, _sendable(e))
-        _put(done, msg, stop)
-
-
-_NO_IDS = np.zeros(0, dtype=fmt.TOKEN_DTYPE), np.zeros(0, dtype=np.int64)
-
-
-def _encode_block(encoder: _Encoder, docs: list[dict]) -> tuple[list, np.ndarray, np.ndarray]:
-    """A block as workers send it: per-document (hash, lang, repeat), flat ids, lengths."""
-    flat, lengths = encoder([d["text"] for d in docs]) if docs else _NO_IDS
-    return [(text_hash(d["text"]), d["lang"], d["repeat"]) for d in docs], flat, lengths
-
-
-def _receive(q: Any, proc: Any) -> tuple:
-    """The next message of one worker; its exception is raised here, and a dead worker is an error."""
-    while True:
-        try:
-            msg = q.get(timeout=1.0)
-        except queue.Empty:
-            if not proc.is_alive():
-                raise RuntimeError(f"tokenize worker {proc.name} died (exit code {proc.exitcode})") from None
-            continue
-        if msg[0] == "error":
-            raise msg[1]
-        return msg
-
-
-def _merge_report(report: ReaderReport, block: ReaderReport, n_docs: int) -> None:
-    """Blocks are merged in input order, so "first at file:line" stays the first in the input."""
-    report.documents += n_docs
-    for reason, count in block.skipped.items():
-        report.skipped[reason] = report.skipped.get(reason, 0) + count
-        report.first.setdefault(reason, block.first[reason])
-    report.truncated += block.truncated
-    if block.truncated and not report.first_truncated:
-        report.first_truncated = block.first_truncated
-
-
-def _block_worker(
-    k: int, n: int, files: list[Path], read_opts: ReadOptions, spec: Any, out: Any, stop: Any
-) -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        encoder = _Encoder(_load_tokenizer(spec))
-        for item in read_blocks(files, read_opts, _BLOCK_RECORDS, lambda b: b % n == k):
-            if stop.is_set():
-                return
-            if isinstance(item, Path):
-                _put(out, ("eof", str(item)), stop)
-            elif item.docs is not None:
-                _put(out, ("block", item.number, *_encode_block(encoder, item.docs), item.report), stop)
-    except BaseException as e:  # noqa: BLE001 - every failure is handed to the main process, which raises it
-        _put(out, ("error", _sendable(e)), stop)
-    finally:
-        if stop.is_set():  # told to stop (the main process failed early): exit without flushing to it
-            out.cancel_join_thread()
-
-
-def _put(q: Any, msg: tuple, stop: Any) -> None:
-    while not stop.is_set():
-        try:
-            q.put(msg, timeout=0.5)
-            return
-        except queue.Full:
-            if _parent_gone():
-                q.cancel_join_thread()  # what is queued has no reader left: exit without flushing it
-                raise SystemExit(1) from None
-
-
-def _parent_gone() -> bool:
-    """True in a worker whose main process died (killed, say): it exits instead of waiting forever."""
-    parent = multiprocessing.parent_process()
-    return parent is not None and os.getppid() != parent.pid
-
-
-def _sendable(e: BaseException) -> BaseException:
-    """`e`, or its repr in a RuntimeError when it cannot be pickled (to cross to the main process)."""
-    try:
-        pickle.dumps(e)
-        return e
-    except Exception:  # noqa: BLE001 - any pickling failure means: send its repr instead
-        return RuntimeError(repr(e))
-
-
 def _encoded(batches: Iterator[list], tok) -> Iterator[tuple[list, tuple]]:
     """(batch, encoded) in input order, encoded in this (the main) thread.
 
     tiktoken 0.14 spent ~35% more CPU per token in a second thread than in the main one when we
     measured (2-core VM), and it releases the GIL while it encodes, so the reading thread runs beside it.
     """
-    encoder = _Encoder(tok)
+    encoder = Encoder(tok)
     for batch in batches:
         yield batch, encoder([d["text"] for _, d, _ in batch])
 
