@@ -88,3 +88,6 @@ rc=\$?; [ -L data/tokens ] && rm data/tokens; exit \$rc
 run tokenize_scaling 100 $PY benchmarks/tokenize_throughput.py --mb "$TOK_MB" --workers $WORKERS --repeat 1
 run tokenize_files 100 $PY benchmarks/tokenize_throughput.py --mb "$TOK_MB" --workers $WORKERS --repeat 1 \
   --files 32 --parallel files blocks
+# One worker's gap to a bare encode where waking a thread is cheaper than on the 2-core VM (there: ~4.5%
+# of GIL waits, benchmarks/RESULTS.md).
+run tokenize_gil 60 $PY benchmarks/tokenize_gil_waits.py --mb "$TOK_MB" --repeat 2
