@@ -379,11 +379,16 @@ def _run(documents: Iterator[dict], options, tok, writers, forced_val, progress)
         bar.update(len(batch))
         bar.set_postfix(tokens=n_tokens, refresh=False)
 
-    # The reader report is only touched by the reading thread until it has finished (closed or exhausted).
+    # Encoding happens in this (the main) thread: tiktoken 0.14 spends ~30-35% more CPU per token in
+    # a second thread (benchmarks/RESULTS.md), and it releases the GIL while it encodes,
+    # so reading (a thread) and writing (another) run beside it. The reader report is only touched by
+    # the reading thread until it has finished (closed or exhausted).
+    encoder = Encoder(tok)
     batches = _read_ahead(_batches(todo(), options), depth=4)
     behind = _WriteBehind(write, depth=4)
     try:
-        for batch, (flat, lengths) in _encoded(batches, tok):
+        for batch in batches:
+            flat, lengths = encoder([d["text"] for _, d, _ in batch])
             behind.put((batch, flat, lengths))
         behind.close()
     finally:
@@ -526,17 +531,6 @@ def _run_parallel(
     finally:
         behind.cancel()
         bar.close()
-
-
-def _encoded(batches: Iterator[list], tok) -> Iterator[tuple[list, tuple]]:
-    """(batch, encoded) in input order, encoded in this (the main) thread.
-
-    tiktoken 0.14 spent ~35% more CPU per token in a second thread than in the main one when we
-    measured (2-core VM), and it releases the GIL while it encodes, so the reading thread runs beside it.
-    """
-    encoder = Encoder(tok)
-    for batch in batches:
-        yield batch, encoder([d["text"] for _, d, _ in batch])
 
 
 _END = object()
