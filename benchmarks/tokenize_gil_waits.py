@@ -27,8 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-import zstandard
-from tokenize_throughput import corpus  # the sibling script (benchmarks/ is on sys.path)
+from tokenize_throughput import corpus, write_corpus  # the sibling script (benchmarks/ is on sys.path)
 
 from gaperon.data import encode, pack
 
@@ -71,12 +70,7 @@ def main() -> None:
     docs, what = corpus(args.mb)
     tmp = Path(tempfile.mkdtemp(prefix="gaperon-gil-"))
     src = tmp / "corpus.jsonl.zst"
-    src.write_bytes(
-        zstandard.ZstdCompressor().compress(
-            "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs).encode()
-        )
-    )
-    lines = zstandard.ZstdDecompressor().decompress(src.read_bytes(), max_output_size=1 << 34).splitlines()
+    lines = write_corpus(docs, src)
     del docs
 
     tok = encode.tokenizer_from_spec("llama3")

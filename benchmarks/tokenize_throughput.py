@@ -79,6 +79,15 @@ def corpus(mb: float) -> tuple[list[dict], str]:
     return docs, "generated text (data/samples/ not found)"
 
 
+def write_corpus(docs: list[dict], path: Path) -> list[str]:
+    """`docs` as a .jsonl.zst file (UTF-8, as crawls are: not \\u escapes); its lines."""
+    import zstandard
+
+    lines = [json.dumps(d, ensure_ascii=False) + "\n" for d in docs]
+    path.write_bytes(zstandard.ZstdCompressor().compress("".join(lines).encode()))
+    return lines
+
+
 def _cpu() -> tuple[float, float]:
     """CPU seconds of this process, and of its finished (reaped) child processes."""
     t = os.times()
@@ -258,8 +267,7 @@ def main() -> None:
     load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "corpus.jsonl.zst"
-        lines = [json.dumps(d, ensure_ascii=False) + "\n" for d in docs]
-        src.write_bytes(zstandard.ZstdCompressor().compress("".join(lines).encode()))
+        lines = write_corpus(docs, src)
         parts = [src]
         if args.files > 1:  # consecutive slices of about equal text, so the input order is the same
             sizes = list(itertools.accumulate(len(line) for line in lines))

@@ -66,7 +66,7 @@ class TokenizeOptions:
     # Fail (after writing what was read: a rerun resumes) when skipped / all records exceeds this.
     max_skip_ratio: float | None = None
     # How N workers share the inputs: "files" (a whole file to the next free worker), "blocks" (every
-    # N-th block of every file), or "auto" (whichever `_parallel_plan` expects to finish first).
+    # N-th block of every file), or "auto" (whichever `workers.parallel_plan` expects to finish first).
     parallel: str = "auto"
 
     def check(self) -> None:

@@ -195,17 +195,6 @@ class FileWorkers:
             self.todo.put(self.sent)
             self.sent += 1
 
-    def _next_done(self) -> tuple:
-        while True:
-            try:
-                return self.done.get(timeout=1.0)
-            except queue.Empty:
-                for proc in self.procs:
-                    if not proc.is_alive():
-                        raise RuntimeError(
-                            f"tokenize worker {proc.name} died (exit code {proc.exitcode})"
-                        ) from None
-
     def blocks(
         self, report: ReaderReport
     ) -> Iterator[tuple[list[tuple[float, str, int]], np.ndarray, np.ndarray]]:
@@ -216,7 +205,7 @@ class FileWorkers:
         for i in range(len(self.files)):
             self._hand_out(i + 1 + self.ahead)
             while i not in finished:
-                msg = self._next_done()
+                msg = _get(self.done, self.procs)
                 finished[msg[0]] = msg
             _, part, error = finished.pop(i)
             if part is not None:
@@ -294,18 +283,23 @@ def _encode_block(encoder: Encoder, docs: list[dict]) -> tuple[list, np.ndarray,
     return [(text_hash(d["text"]), d["lang"], d["repeat"]) for d in docs], flat, lengths
 
 
-def _receive(q: Any, proc: Any) -> tuple:
-    """The next message of one worker; its exception is raised here, and a dead worker is an error."""
+def _get(q: Any, procs: list) -> tuple:
+    """The next message on `q`; a dead worker among `procs` (the ones that write to it) is an error."""
     while True:
         try:
-            msg = q.get(timeout=1.0)
+            return q.get(timeout=1.0)
         except queue.Empty:
-            if not proc.is_alive():
-                raise RuntimeError(f"tokenize worker {proc.name} died (exit code {proc.exitcode})") from None
-            continue
-        if msg[0] == "error":
-            raise msg[1]
-        return msg
+            dead = next((p for p in procs if not p.is_alive()), None)
+            if dead is not None:
+                raise RuntimeError(f"tokenize worker {dead.name} died (exit code {dead.exitcode})") from None
+
+
+def _receive(q: Any, proc: Any) -> tuple:
+    """The next message of one block worker; its exception is raised here."""
+    msg = _get(q, [proc])
+    if msg[0] == "error":
+        raise msg[1]
+    return msg
 
 
 def _merge_report(report: ReaderReport, block: ReaderReport, n_docs: int) -> None:
