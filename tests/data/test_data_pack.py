@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -307,4 +308,13 @@ def test_one_worker_writes_shards_off_the_encoding_thread_in_order(tmp_path):
             behind.put(i)
         behind.close()
     assert seen == [0, 1, 2]
-    behind.cancel()
+    behind.stop()
+
+    # A failing caller stops the writer: what it had already queued is still written (in order),
+    # so the shards on disk after a failure do not depend on how far behind the writer was.
+    seen.clear()
+    slow = _WriteBehind(lambda i: (time.sleep(0.01), seen.append(i)), depth=8)
+    for i in range(8):
+        slow.put(i)
+    slow.stop()
+    assert seen == list(range(8))

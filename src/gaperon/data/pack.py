@@ -392,7 +392,7 @@ def _run(documents: Iterator[dict], options, tok, writers, forced_val, progress)
             behind.put((batch, flat, lengths))
         behind.close()
     finally:
-        behind.cancel()
+        behind.stop()
         batches.close()
         bar.close()
 
@@ -407,7 +407,6 @@ class _WriteBehind:
     def __init__(self, write: Callable[[Any], None], depth: int) -> None:
         self._q: queue.Queue = queue.Queue(depth)
         self._error: BaseException | None = None
-        self._cancelled = False
         self._thread = threading.Thread(
             target=self._loop, args=(write,), name="gaperon-tokenize-writer", daemon=True
         )
@@ -415,7 +414,7 @@ class _WriteBehind:
 
     def _loop(self, write: Callable[[Any], None]) -> None:
         while (item := self._q.get()) is not _END:
-            if self._error is None and not self._cancelled:
+            if self._error is None:
                 try:
                     write(item)
                 except BaseException as e:  # noqa: BLE001 - handed to the caller, which raises it
@@ -431,14 +430,13 @@ class _WriteBehind:
 
     def close(self) -> None:
         """Wait until everything put is written; raise the writer's exception if it had one."""
-        if self._thread.is_alive():
-            self._q.put(_END)
-            self._thread.join()
+        self.stop()
         self._raise()
 
-    def cancel(self) -> None:
-        """Stop without writing what is still queued (the caller is failing: its writers abort next)."""
-        self._cancelled = True
+    def stop(self) -> None:
+        """End after writing what is already queued (unless the writer failed), raising nothing: the
+        caller is failing, and the documents read before the failure end up in finished shards
+        whatever the writer's lag was (a rerun resumes after them; its writers abort the rest)."""
         if self._thread.is_alive():
             self._q.put(_END)
             self._thread.join()
@@ -529,7 +527,7 @@ def _run_parallel(
             behind.put((batch, flat, np.cumsum(lengths).tolist(), len(docs)))
         behind.close()
     finally:
-        behind.cancel()
+        behind.stop()
         bar.close()
 
 
